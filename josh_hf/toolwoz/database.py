@@ -10,7 +10,9 @@ from __future__ import annotations
 from bisect import bisect_left, bisect_right
 from typing import Any, Iterable, Mapping
 
-from .matching import is_empty, is_subset
+from .matching import clean, is_empty, is_subset, normalise
+
+_MISSING = object()
 
 # Time columns compared as strings with a strict inequality, as the reference does.
 GREATER_THAN = "leaveAt"  # keep rows with row.leaveAt > value
@@ -55,6 +57,7 @@ class Table:
         self.domain = domain
         self.rows: tuple[dict[str, Any], ...] = tuple(dict(r) for r in rows)
         self.all = (1 << len(self.rows)) - 1
+        self._norm: dict[str, dict[Any, int]] = {}
         self.columns: tuple[str, ...] = tuple(dict.fromkeys(c for r in self.rows for c in r))
         self._eq: dict[str, dict[Any, int]] = {}
         ordered: dict[str, list[tuple[str, int]]] = {}
@@ -113,12 +116,38 @@ class Table:
             return 0
 
     def subset_mask(self, goal: Mapping[str, Any]) -> int:
-        """Rows ``r`` with ``goal ⊆ r`` (a full pass; callers cache it per task)."""
+        """Rows ``r`` with ``goal ⊆ r``, from an index of normalised cell values."""
+        mask = self.all
+        for key, value in clean(goal).items():
+            try:
+                mask &= self._normalised_index(key).get(value, 0)
+            except TypeError:  # an unhashable goal value: fall back to the definition
+                return self.subset_mask_scan(goal)
+        return mask
+
+    def subset_mask_scan(self, goal: Mapping[str, Any]) -> int:
+        """``subset_mask`` by testing every row (the definition; slow)."""
         mask = 0
         for i, row in enumerate(self.rows):
             if is_subset(goal, row):
                 mask |= 1 << i
         return mask
+
+    def _normalised_index(self, col: str) -> dict[Any, int]:
+        index = self._norm.get(col)
+        if index is None:
+            index = {}
+            for i, row in enumerate(self.rows):
+                value = row.get(col, _MISSING)
+                if value is _MISSING or is_empty(value):  # ⊆ drops empty cells before comparing
+                    continue
+                try:
+                    key = normalise(value)
+                    index[key] = index.get(key, 0) | (1 << i)
+                except TypeError:
+                    pass
+            self._norm[col] = index
+        return index
 
 
 class Database:
