@@ -70,10 +70,11 @@ class ToolWOZ:
     @classmethod
     def load(cls, source: str | os.PathLike[str] | None = None) -> "ToolWOZ":
         """A built dataset folder or Hub id when ``source`` is one, else a MultiWOZ source."""
-        from .hub import looks_like_dataset
+        if source is not None:
+            from .hub import looks_like_dataset
 
-        if source is not None and looks_like_dataset(str(source)):
-            return cls.from_dataset(source)
+            if looks_like_dataset(str(source)):
+                return cls.from_dataset(source)
         return cls.from_multiwoz(source)
 
     # -- access ----------------------------------------------------------------------

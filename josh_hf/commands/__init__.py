@@ -1,0 +1,1 @@
+"""Sub-commands of the ``josh-hf`` command line, one module each."""
