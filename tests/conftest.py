@@ -1,0 +1,32 @@
+"""Shared fixtures. ``tiny_model_dir`` builds one tiny random chat model per test session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# Nothing in the test suite may reach the Hub; fail fast instead of waiting on the network.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A saved tiny Qwen2-architecture chat model + tokenizer (Hermes tool-call template).
+
+    Load it with ``AutoModelForCausalLM`` / ``AutoTokenizer`` or ``TransformersBackend(path)``.
+    Treat it as read-only: it is shared by every test in the session.
+    """
+    from josh_hf.testing import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny_model"), seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_backend(tiny_model_dir: Path):
+    """A ``TransformersBackend`` on the tiny model, shared by the session (don't mutate it)."""
+    from josh_hf.backends.transformers_backend import TransformersBackend
+
+    return TransformersBackend(tiny_model_dir)
