@@ -257,3 +257,19 @@ def test_transcript_round_trips_through_json(tw):
     back = Transcript.from_dict(json.loads(line))
     assert back == t and back.to_dict() == t.to_dict()
     assert back.error_counts == {"bad_json": 1}
+
+
+def test_transcript_tool_calls_score_the_same_with_the_metric(tw):
+    from josh_hf.toolwoz.metric_core import score_conversation
+
+    def script(req: GenerationRequest):
+        if len(req.messages) == 2:
+            goal = tw.task("MUL0004").goal_calls[0]
+            return GenerationOutput(text="", tool_calls=[tool_call(goal.name, dict(goal.arguments)),
+                                                         tool_call("book_taxi", {"x": "y"})])
+        return "Done."
+
+    (t,) = ConversationRunner(tw, ScriptedBackend(script), ReplayLinesUser(["hi"]), native()).run(["MUL0004"])
+    scored = score_conversation(json.loads(json.dumps(t.tool_calls)), tw.task("MUL0004"))
+    assert scored.reward == t.reward == pytest.approx(1 / 3)
+    assert scored.num_calls == 2 and scored.num_invalid_calls == 1
