@@ -239,6 +239,22 @@ def test_per_row_sampler_top_k_one_is_greedy() -> None:
     assert torch.isinf(out).sum().item() == 6  # only the chosen token stays finite
 
 
+def test_per_row_sampler_matches_softmax_distribution() -> None:
+    """Gumbel-max with the counter noise samples softmax(logits / T), then respects top-p."""
+    n = 8000
+    logits = torch.tensor([2.0, 1.0, 0.0, -1.0])
+    scores = logits.repeat(n, 1)
+    ids = torch.zeros((n, 5), dtype=torch.long)
+    sampler = PerRowSampler([SamplingParams(temperature=2.0)] * n, seeds=range(n), prompt_length=3)
+    freq = torch.bincount(sampler(ids, scores).argmax(-1), minlength=4).float() / n
+    assert torch.allclose(freq, torch.softmax(logits / 2.0, -1), atol=0.02)
+    # Probabilities at T=1 are .64, .24, .09, .03: top_p=0.8 keeps the first two (.64 < .8 <= .88).
+    nucleus = PerRowSampler([SamplingParams(temperature=1.0, top_p=0.8)] * n, seeds=range(n), prompt_length=3)
+    freq = torch.bincount(nucleus(ids, scores).argmax(-1), minlength=4).float() / n
+    assert freq[2] == 0 and freq[3] == 0
+    assert torch.allclose(freq[:2], torch.softmax(logits[:2], -1), atol=0.02)
+
+
 def test_counter_noise_is_a_function_of_seed_step_token() -> None:
     u = counter_uniform(torch.tensor([5, 6, 5]), step=3, vocab_size=1000)
     assert torch.equal(u[0], u[2]) and not torch.equal(u[0], u[1])

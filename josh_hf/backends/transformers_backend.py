@@ -80,17 +80,24 @@ class PerRowSampler(LogitsProcessor):
         self.sampled = self.temperature > 0
         self.prompt_length = prompt_length
         self.needs_sort = bool(((self.top_k > 0) | (self.top_p < 1.0)).any())
+        self._rows: torch.Tensor | None = None
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         if not bool(self.sampled.any()):
             return scores
-        device = scores.device
-        rows = self.sampled.nonzero().squeeze(-1).to(device)
+        if self._rows is None or self._rows.device != scores.device:
+            # Move the per-row settings to the logits' device once, not at every step.
+            device = scores.device
+            self._rows = self.sampled.nonzero().squeeze(-1).to(device)
+            self._temperature = self.temperature.to(device)[self._rows, None]
+            self._top_k, self._top_p = self.top_k.to(device)[self._rows], self.top_p.to(device)[self._rows]
+            self._seeds = self.seeds.to(device)[self._rows]
+        rows = self._rows
         step = input_ids.shape[1] - self.prompt_length
-        logits = scores[rows].float() / self.temperature.to(device)[rows, None]
+        logits = scores[rows].float() / self._temperature
         if self.needs_sort:
-            logits = self._truncate(logits, self.top_k.to(device)[rows], self.top_p.to(device)[rows])
-        noise = counter_uniform(self.seeds.to(device)[rows], step, logits.shape[-1])
+            logits = self._truncate(logits, self._top_k, self._top_p)
+        noise = counter_uniform(self._seeds, step, logits.shape[-1])
         gumbel = -torch.log(-torch.log(noise))
         choice = torch.argmax(logits + gumbel, dim=-1)
         picked = torch.full_like(scores[rows], float("-inf"))
