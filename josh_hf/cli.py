@@ -10,6 +10,10 @@ from . import __version__
 from .commands import build_dataset, info
 
 COMMANDS = [build_dataset, info]
+# Commands configured by dataclasses through TRL's TrlParser (``--config file.yaml`` works).
+TRL_COMMANDS = {
+    "evaluate": ("josh_hf.commands.evaluate", "run an agent against simulated users on ToolWOZ and score it"),
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -18,15 +22,27 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     for command in COMMANDS:
         command.add_parser(sub)
+    for name, (_, help_text) in TRL_COMMANDS.items():
+        sub.add_parser(name, help=f"{help_text} (see: josh-hf {name} --help)", add_help=False)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in TRL_COMMANDS:
+        import importlib
+
+        module = importlib.import_module(TRL_COMMANDS[argv[0]][0])
+        return _guard(argv[0], lambda: module.main(argv[1:]))
     args = build_parser().parse_args(argv)
+    return _guard(args.command, lambda: args.func(args))
+
+
+def _guard(command: str, fn) -> int:
     try:
-        return int(args.func(args) or 0)
-    except (FileNotFoundError, KeyError, ValueError) as e:  # user errors: one clear line, no traceback
-        print(f"josh-hf {args.command}: error: {e}", file=sys.stderr)
+        return int(fn() or 0)
+    except (FileNotFoundError, FileExistsError, KeyError, ValueError) as e:  # user errors: one line, no traceback
+        print(f"josh-hf {command}: error: {e}", file=sys.stderr)
         return 2
 
 
