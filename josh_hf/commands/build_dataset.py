@@ -21,10 +21,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..toolwoz.hub import build_toolwoz_dataset
-    from .info import format_summary
+    from ..toolwoz.hub import build_toolwoz_dataset, format_build_summary
 
     summary = build_toolwoz_dataset(args.source, args.output, push_to_hub=args.push_to_hub, private=args.private)
-    print(format_summary(summary))
+    print(format_build_summary(summary))
     print(f"wrote {args.output}")
     return 0
