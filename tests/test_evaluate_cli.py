@@ -15,6 +15,7 @@ import pytest
 from josh_hf.cli import main as cli_main
 from josh_hf.commands.evaluate import read_transcripts
 
+FIRST_TWO_TEST_TASKS = ["MUL0003", "MUL0004"]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
 
 
@@ -88,3 +89,19 @@ def test_killed_run_resumes_to_the_same_results(tmp_path):
     b = sorted(read_transcripts(full / "transcripts.jsonl"), key=key)
     assert [key(t) for t in a] == [key(t) for t in b]
     assert [t["messages"] for t in a] == [t["messages"] for t in b]
+
+
+@pytest.mark.parametrize("fmt", ["native", "react"])
+def test_local_transformers_model_end_to_end(tiny_model_dir, tmp_path, fmt):
+    out = tmp_path / fmt
+    code = cli_main(["evaluate", "--model", str(tiny_model_dir), "--agent_format", fmt, "--limit", "2",
+                     "--max_new_tokens", "16", "--max_visible_messages", "4", "--output", str(out)])
+    assert code == 0
+    transcripts = read_transcripts(out / "transcripts.jsonl")
+    assert sorted(t["task_id"] for t in transcripts) == FIRST_TWO_TEST_TASKS
+    for t in transcripts:
+        assert t["agent_format"] == fmt
+        assert t["context"][0]["role"] == "system" and t["counters"]["generations"] >= 1
+        assert t["counters"]["completion_tokens"] > 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["metrics"]["num_conversations"] == 2
