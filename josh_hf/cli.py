@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from . import __version__
 from .commands import build_dataset, info
@@ -13,6 +13,7 @@ COMMANDS = [build_dataset, info]
 # Commands configured by dataclasses through TRL's TrlParser (``--config file.yaml`` works).
 TRL_COMMANDS = {
     "evaluate": ("josh_hf.commands.evaluate", "run an agent against simulated users on ToolWOZ and score it"),
+    "harvest": ("josh_hf.commands.harvest", "run JOSH's tree search on ToolWOZ tasks and save every task's tree"),
 }
 
 

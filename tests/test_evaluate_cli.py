@@ -84,7 +84,7 @@ def test_killed_run_resumes_to_the_same_results(tmp_path):
     assert (part / "results.json").read_text() == (full / "results.json").read_text()
     info = json.loads((part / "run_info.json").read_text())
     assert info["resumed_from"] == done_before and info["conversations_this_run"] == 80 - done_before
-    key = lambda t: (t["task_id"], t["trial"])  # noqa: E731
+    key = lambda t: (t["task_id"], t["trial"])
     a = sorted(read_transcripts(part / "transcripts.jsonl"), key=key)
     b = sorted(read_transcripts(full / "transcripts.jsonl"), key=key)
     assert [key(t) for t in a] == [key(t) for t in b]

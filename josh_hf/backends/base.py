@@ -13,8 +13,9 @@ Messages use the chat format of ``transformers`` chat templates / the OpenAI API
 from __future__ import annotations
 
 import abc
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Sequence
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -33,7 +34,7 @@ class SamplingParams:
     def greedy(self) -> bool:
         return self.temperature <= 0.0
 
-    def with_seed(self, seed: int | None) -> "SamplingParams":
+    def with_seed(self, seed: int | None) -> SamplingParams:
         return replace(self, seed=seed)
 
 
@@ -81,5 +82,5 @@ class Backend(abc.ABC):
     def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationOutput]:
         """Continue every request; the i-th output answers the i-th request."""
 
-    def close(self) -> None:  # noqa: B027 - optional hook
+    def close(self) -> None:
         """Release resources (HTTP sessions, GPU memory)."""

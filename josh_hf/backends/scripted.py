@@ -5,7 +5,8 @@ Not a model. Use it to drive agents, the runner and JOSH with turns known exactl
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, Sequence, Union
+from collections.abc import Callable, Iterable, Sequence
+from typing import Union
 
 from .base import Backend, GenerationOutput, GenerationRequest, ToolCallOutput
 

@@ -11,8 +11,8 @@ from .tools import DOMAINS, ToolSet, uid_key
 
 __all__ = [
     "DOMAINS",
-    "Database",
     "EMPTY_VALUES",
+    "Database",
     "EpisodeScore",
     "GoalCall",
     "MultiWOZData",

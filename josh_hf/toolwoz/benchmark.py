@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from .database import Database
 from .env import ToolWOZEnv, _Steering, build_steering
@@ -51,7 +52,7 @@ class ToolWOZ:
 
     # -- construction ----------------------------------------------------------------
     @classmethod
-    def from_multiwoz(cls, source: str | os.PathLike[str] | MultiWOZData | None = None) -> "ToolWOZ":
+    def from_multiwoz(cls, source: str | os.PathLike[str] | MultiWOZData | None = None) -> ToolWOZ:
         """Build from a MultiWOZ 2.0 source (folder, per-split files, zip, URL; see ``sources``)."""
         data = source if isinstance(source, MultiWOZData) else load_multiwoz(source)
         database = Database(data.databases)
@@ -61,14 +62,14 @@ class ToolWOZ:
         return cls(tasks, database, tools, splits, origin=data.origin, notes=data.notes)
 
     @classmethod
-    def from_dataset(cls, path: str | os.PathLike[str], revision: str | None = None) -> "ToolWOZ":
+    def from_dataset(cls, path: str | os.PathLike[str], revision: str | None = None) -> ToolWOZ:
         """Build from the dataset that ``build_toolwoz.py`` writes (a local folder or a Hub id)."""
         from .hub import load_toolwoz_dataset
 
         return load_toolwoz_dataset(cls, str(path), revision=revision)
 
     @classmethod
-    def load(cls, source: str | os.PathLike[str] | None = None) -> "ToolWOZ":
+    def load(cls, source: str | os.PathLike[str] | None = None) -> ToolWOZ:
         """A built dataset folder or Hub id when ``source`` is one, else a MultiWOZ source."""
         if source is not None:
             from .hub import looks_like_dataset

@@ -8,7 +8,8 @@ and "last row" are bit tricks instead of scans.
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from .matching import clean, is_empty, is_subset, normalise
 

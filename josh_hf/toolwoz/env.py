@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from .database import first_index, last_index
 from .matching import clean, is_subset, normalise
@@ -51,9 +52,9 @@ class ToolWOZEnv:
     """One episode of one task. Cheap to copy: the database and task are shared, only the
     list of recorded calls is per episode (JOSH copies an episode for every branch)."""
 
-    __slots__ = ("toolwoz", "task", "_calls")
+    __slots__ = ("_calls", "task", "toolwoz")
 
-    def __init__(self, toolwoz: "ToolWOZ", task: Task, calls: list[RecordedCall] | None = None):
+    def __init__(self, toolwoz: ToolWOZ, task: Task, calls: list[RecordedCall] | None = None):
         self.toolwoz = toolwoz
         self.task = task
         self._calls: list[RecordedCall] = calls if calls is not None else []
@@ -68,13 +69,13 @@ class ToolWOZEnv:
     def num_calls(self) -> int:
         return len(self._calls)
 
-    def copy(self) -> "ToolWOZEnv":
+    def copy(self) -> ToolWOZEnv:
         """An independent episode with the same history (records are immutable, so shallow)."""
         return ToolWOZEnv(self.toolwoz, self.task, list(self._calls))
 
     __copy__ = copy
 
-    def __deepcopy__(self, memo: dict) -> "ToolWOZEnv":
+    def __deepcopy__(self, memo: dict) -> ToolWOZEnv:
         return self.copy()
 
     @property
@@ -171,7 +172,7 @@ def _subset_clean(sub_clean: Mapping[str, Any], main: Mapping[str, Any]) -> bool
     return True
 
 
-def build_steering(toolwoz: "ToolWOZ", task: Task, domain: str) -> _Steering | None:
+def build_steering(toolwoz: ToolWOZ, task: Task, domain: str) -> _Steering | None:
     """Precompute the goal-steering masks of ``task`` in ``domain`` (None: not its domain)."""
     if not task.goal.get(domain):
         return None

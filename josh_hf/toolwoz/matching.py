@@ -6,7 +6,8 @@ empty values are dropped *before* normalising, and values compare with ``==`` af
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 EMPTY_VALUES = frozenset({"", "dont care", "don't care", "dontcare", "do n't care", "not mentioned"})
 

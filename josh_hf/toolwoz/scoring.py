@@ -6,8 +6,9 @@ reward check and the ``evaluate`` metric all call :func:`goals_met`.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 from .matching import is_subset
 from .tasks import GoalCall

@@ -90,7 +90,7 @@ class MultiWOZData:
 
 
 def _strip_json(name: str) -> str:
-    return name[:-5] if name.endswith(".json") else name
+    return name.removesuffix(".json")
 
 
 def _read_id_list(text: str) -> list[str]:

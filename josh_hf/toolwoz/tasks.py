@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from .database import Database, Table, first_index
 from .matching import is_empty
@@ -44,7 +45,7 @@ class GoalCall:
         return out
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "GoalCall":
+    def from_dict(cls, d: Mapping[str, Any]) -> GoalCall:
         ret = d.get("return")
         return cls(name=d["name"], arguments=dict(d["arguments"]), booked_uid=d.get("booked_uid"),
                    returns=dict(ret) if ret is not None else None)

@@ -52,7 +52,7 @@ class ToolSet:
         object.__setattr__(self, "allowed", {api: frozenset(p) for api, p in self.parameters.items()})
 
     @classmethod
-    def from_files(cls, tools: list[dict[str, Any]], valid_api_defs: dict[str, Any]) -> "ToolSet":
+    def from_files(cls, tools: list[dict[str, Any]], valid_api_defs: dict[str, Any]) -> ToolSet:
         parameters: dict[str, tuple[str, ...]] = {}
         returns: dict[str, tuple[str, ...]] = {}
         for apis in valid_api_defs.values():

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import abc
 import copy
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from ..toolwoz.tasks import Task
 
@@ -38,7 +39,7 @@ class UserSession:
         self.task = task
         self.seed = seed
 
-    def copy(self) -> "UserSession":
+    def copy(self) -> UserSession:
         return copy.deepcopy(self)
 
 
