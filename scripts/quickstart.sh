@@ -8,3 +8,4 @@ bash scripts/bootstrap.sh
 OUT="${1:-outputs/toolwoz}"
 josh-hf build-dataset --output "$OUT"
 josh-hf info --source "$OUT"
+josh-hf evaluate --model rule-based --user agenda --split test --source "$OUT" --output outputs/eval_rule_based --overwrite
