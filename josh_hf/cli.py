@@ -7,9 +7,9 @@ import sys
 from collections.abc import Sequence
 
 from . import __version__
-from .commands import build_dataset, info
+from .commands import build_dataset, info, show_tree
 
-COMMANDS = [build_dataset, info]
+COMMANDS = [build_dataset, info, show_tree]
 # Commands configured by dataclasses through TRL's TrlParser (``--config file.yaml`` works).
 TRL_COMMANDS = {
     "evaluate": ("josh_hf.commands.evaluate", "run an agent against simulated users on ToolWOZ and score it"),
