@@ -35,7 +35,7 @@ from josh_hf.josh.harvest import (
     harvest_counts,
     kto_dataset,
     kto_examples,
-    last_agent_turn_start,
+    last_agent_turn,
     node_contexts,
     read_tree_records,
     record_tools,
@@ -240,12 +240,12 @@ def test_contexts_golden_conversation_and_formats():
 
 def test_last_agent_turn_walks_back_over_tool_and_feedback_messages():
     ctx = node_contexts(tree_t1())
-    assert last_agent_turn_start(ctx["c"]) == 10  # after U_TRAIN: search, result, offer
-    assert last_agent_turn_start(ctx["b"]) == 4  # ends with the user's reply: no agent turn
+    assert last_agent_turn(ctx["c"]) == (10, 13)  # after U_TRAIN: search, result, offer
+    assert last_agent_turn(ctx["b"]) == (2, 3)  # the user's reply is skipped: b's question
     ctx3 = node_contexts(tree_t3())
-    assert last_agent_turn_start(ctx3["q"]) == 2  # PLAN, format-error feedback, SPEAK
-    assert last_agent_turn_start(ctx3["p"]) == 8  # ends with the user's reply
-    assert last_agent_turn_start([S3, U3, P_CALL1, P_RET1, P_CALL2, P_RET2, P_SPEAK]) == 2  # APIRETURNs
+    assert last_agent_turn(ctx3["q"]) == (2, 5)  # PLAN, format-error feedback, SPEAK
+    assert last_agent_turn(ctx3["p"]) == (2, 7)  # the reply is skipped: APICALLs, APIRETURNs, SPEAK
+    assert last_agent_turn([S3, U3, P_CALL1, P_RET1, P_CALL2, P_RET2, P_SPEAK]) == (2, 7)  # APIRETURNs
 
 
 def test_conversation_errors():
@@ -305,10 +305,12 @@ def expected_kto() -> list[dict[str, Any]]:
     return [
         # T1 desirable: every assistant message of G1.
         *(kto_row(G1[:i], G1[i], True, "T1", TOOLS) for i in (2, 4, 6, 8, 10, 12, 14)),
-        # T1 undesirable: a2's apology (same prompt as the booking call); c's search (same prompt
-        # and the same message as d's: a conflict, kept as the reference does); c's offer
-        # (same prompt as d's booking call). b (ends with a user reply), b1 and b2 (other
-        # prompts) give nothing.
+        # T1 undesirable: b's question (b was split, so its context ends with the user's reply;
+        # its last agent turn is still sampled from the golden turn's prompt); a2's apology
+        # (same prompt as the booking call); c's search (same prompt and the same message as
+        # d's: a conflict, kept as the reference does); c's offer (same prompt as d's booking
+        # call). b1 and b2 (other prompts) give nothing.
+        kto_row(G1[:2], B_ASK, False, "T1", TOOLS),
         kto_row(G1[:6], A_SORRY, False, "T1", TOOLS),
         kto_row(G1[:10], A_STRAIN, False, "T1", TOOLS),
         kto_row(G1[:12], C_OFFER, False, "T1", TOOLS),
@@ -333,22 +335,23 @@ def test_kto_same_prompt_rule_and_recorded_flag():
     t1 = tree_t1()
     t1["nodes"][4]["parent"] = "b"
     rows = kto_examples([t1])
-    assert [r["completion"][0] for r in rows if not r["label"]] == [A_STRAIN, C_OFFER]
+    assert [r["completion"][0] for r in rows if not r["label"]] == [B_ASK, A_STRAIN, C_OFFER]
     # Only recorded nodes count.
     t1 = tree_t1()
     t1["nodes"][7]["recorded"] = False
-    assert [r["completion"][0] for r in kto_examples([t1]) if not r["label"]] == [A_SORRY]
+    assert [r["completion"][0] for r in kto_examples([t1]) if not r["label"]] == [B_ASK, A_SORRY]
     # A successful node never is undesirable, even from a golden prompt.
     t1 = tree_t1()
     t1["nodes"][4]["successful"] = True
-    assert [r["completion"][0] for r in kto_examples([t1]) if not r["label"]] == [A_STRAIN, C_OFFER]
+    assert [r["completion"][0] for r in kto_examples([t1]) if not r["label"]] == [B_ASK, A_STRAIN, C_OFFER]
     # drop_conflicts (a variant) removes c's search, identical to d's desirable one.
     assert [r["completion"][0] for r in kto_examples(records(), drop_conflicts=True) if not r["label"]] == [
-        A_SORRY, C_OFFER, Q_PLAN]
+        B_ASK, A_SORRY, C_OFFER, Q_PLAN]
 
 
 def test_dpo_pairs_and_counts():
     expected = [
+        {"prompt": G1[:2], "chosen": [G1[2]], "rejected": [B_ASK], "tools": TOOLS, "task_id": "T1"},
         {"prompt": G1[:6], "chosen": [A_BOOK], "rejected": [A_SORRY], "tools": TOOLS, "task_id": "T1"},
         # (A_STRAIN vs the same A_STRAIN) is no preference: skipped.
         {"prompt": G1[:12], "chosen": [A_BTRAIN], "rejected": [C_OFFER], "tools": TOOLS, "task_id": "T1"},
@@ -356,7 +359,7 @@ def test_dpo_pairs_and_counts():
     ]
     assert dpo_examples(records()) == expected
     assert dpo_dataset(records()).to_list() == expected
-    assert harvest_counts(records()) == {"sft": 1, "kto_desirable": 13, "kto_undesirable": 4, "dpo": 3}
+    assert harvest_counts(records()) == {"sft": 1, "kto_desirable": 13, "kto_undesirable": 5, "dpo": 4}
     assert harvest_counts(records(), drop_errors=False)["sft"] == 2
 
 
@@ -378,14 +381,14 @@ def test_card_rendering():
     assert info["tasks"] == 3 and info["successful_tasks"] == 2
     assert info["average_josh_reward"] == pytest.approx(2.5 / 3)
     assert (info["beam_size"], info["max_steps"], info["max_generations"]) == (4, 15, 3)
-    assert info["counts"] == {"sft": 1, "kto_desirable": 13, "kto_undesirable": 4, "dpo": 3}
+    assert info["counts"] == {"sft": 1, "kto_desirable": 13, "kto_undesirable": 5, "dpo": 4}
     card = render_harvest_card(info, repo_id="me/josh-harvest",
                                metadata={"configs": [{"config_name": "kto", "data_files": "kto/*.parquet"}]})
     text = str(card)
     for line in ("| agent model | Qwen/Qwen2.5-0.5B-Instruct |", "| beam size | 4 |", "| max JOSH steps | 15 |",
                  "| user simulator | gpt-4o (goal-based) |", "| tasks searched | 3 |",
-                 "| average JOSH reward | 0.8333 |", "| `sft` | 1 |", "| `kto` | 13 desirable + 4 undesirable |",
-                 "| `dpo` | 3 |", 'load_dataset("me/josh-harvest", "kto", split="train")'):
+                 "| average JOSH reward | 0.8333 |", "| `sft` | 1 |", "| `kto` | 13 desirable + 5 undesirable |",
+                 "| `dpo` | 4 |", 'load_dataset("me/josh-harvest", "kto", split="train")'):
         assert line in text, line
     assert card.data.configs == [{"config_name": "kto", "data_files": "kto/*.parquet"}]
     assert "josh" in card.data.tags and card.data.license == "mit"
@@ -473,11 +476,11 @@ def test_kto_trainer_step(tmp_path, tiny_model_dir, tokenizer):
     trainer = KTOTrainer(model=_model(tiny_model_dir), args=KTOConfig(**_common(tmp_path)),
                          train_dataset=kto_dataset(records()), processing_class=tokenizer)
     ds = trainer.train_dataset
-    assert len(ds) == 17 and sum(ds["label"]) == 13
-    # Row 7 (a2's apology, undesirable): the completion is exactly its assistant turn.
-    assert tokenizer.decode(ds[7]["completion_ids"]) == "Sorry, I cannot book that.<|im_end|>\n"
-    assert tokenizer.decode(ds[7]["prompt_ids"]).endswith("<|im_start|>assistant\n")
-    assert "search_restaurant API" in tokenizer.decode(ds[7]["prompt_ids"])
+    assert len(ds) == 18 and sum(ds["label"]) == 13
+    # Row 8 (a2's apology, undesirable): the completion is exactly its assistant turn.
+    assert tokenizer.decode(ds[8]["completion_ids"]) == "Sorry, I cannot book that.<|im_end|>\n"
+    assert tokenizer.decode(ds[8]["prompt_ids"]).endswith("<|im_start|>assistant\n")
+    assert "search_restaurant API" in tokenizer.decode(ds[8]["prompt_ids"])
     trainer.train()
     assert trainer.state.global_step == 1
 
@@ -489,11 +492,11 @@ def test_dpo_trainer_step(tmp_path, tiny_model_dir, tokenizer):
     trainer = DPOTrainer(model=_model(tiny_model_dir), args=DPOConfig(**_common(tmp_path)),
                          train_dataset=dpo_dataset(records()), processing_class=tokenizer)
     ds = trainer.train_dataset
-    assert len(ds) == 3
-    # Row 2 (ReAct, no tools column): the golden APICALL against the bare PLAN.
-    assert tokenizer.decode(ds[2]["chosen_ids"]) == P_CALL1["content"] + "<|im_end|>\n"
-    assert tokenizer.decode(ds[2]["rejected_ids"]) == Q_PLAN["content"] + "<|im_end|>\n"
-    assert "<tools>" not in tokenizer.decode(ds[2]["prompt_ids"])
+    assert len(ds) == 4
+    # Row 3 (ReAct, no tools column): the golden APICALL against the bare PLAN.
+    assert tokenizer.decode(ds[3]["chosen_ids"]) == P_CALL1["content"] + "<|im_end|>\n"
+    assert tokenizer.decode(ds[3]["rejected_ids"]) == Q_PLAN["content"] + "<|im_end|>\n"
+    assert "<tools>" not in tokenizer.decode(ds[3]["prompt_ids"])
     assert "search_restaurant API" in tokenizer.decode(ds[0]["prompt_ids"])
     trainer.train()
     assert trainer.state.global_step == 1
@@ -560,7 +563,8 @@ def test_harvest_of_a_real_react_search_tree(tmp_path):
     for n in rec.nodes:
         if n.recorded and not n.successful and not n.golden:
             ctx = rec.context(n.id)
-            for i in range(last_agent_turn_start(ctx), len(ctx)):
+            start, end = last_agent_turn(ctx)
+            for i in range(start, end):
                 if ctx[i]["role"] == "assistant" and json.dumps(ctx[:i]) in prompts:
                     expected.append((ctx[:i], ctx[i]))
     assert [(r["prompt"], r["completion"][0]) for r in undesirable] == expected

@@ -207,17 +207,21 @@ def conversation_errors(messages: Sequence[Message]) -> list[str]:
     return [e for e in (message_error(m) for m in messages) if e is not None]
 
 
-def last_agent_turn_start(context: Sequence[Message]) -> int:
-    """Index where the context's last agent turn begins: walking back from the end over
+def last_agent_turn(context: Sequence[Message]) -> tuple[int, int]:
+    """``(start, end)`` of the context's last agent turn: skip a trailing user reply (a node
+    that was split ends with the user's answer to its last turn), then walk back over
     assistant, tool and agent-feedback messages until the last user (or system) message."""
-    i = len(context)
-    while i > 0:
-        m = context[i - 1]
+    end = len(context)
+    while end > 0 and context[end - 1].get("role") == "user" and not _is_feedback(context[end - 1]):
+        end -= 1
+    start = end
+    while start > 0:
+        m = context[start - 1]
         if m.get("role") in ("assistant", "tool") or _is_feedback(m):
-            i -= 1
+            start -= 1
         else:
             break
-    return i
+    return start, end
 
 
 def _key(messages: Sequence[Message]) -> str:
@@ -277,7 +281,8 @@ def _task_kto(record: Record) -> tuple[list[dict[str, Any]], list[dict[str, Any]
         if not node.get("recorded") or node.get("successful") or node.get("golden"):
             continue
         ctx = contexts[node["id"]]
-        for i in range(last_agent_turn_start(ctx), len(ctx)):
+        start, end = last_agent_turn(ctx)
+        for i in range(start, end):
             if ctx[i].get("role") == "assistant" and _key(ctx[:i]) in prompts:
                 undesirable.append({"prompt": ctx[:i], "completion": [ctx[i]], "label": False})
     return desirable, undesirable
@@ -561,7 +566,7 @@ __all__ = [
     "harvest_datasets",
     "kto_dataset",
     "kto_examples",
-    "last_agent_turn_start",
+    "last_agent_turn",
     "message_error",
     "node_contexts",
     "push_harvest_to_hub",
