@@ -43,7 +43,6 @@ from typing import Any
 from ..agents.formats import FATAL_ERRORS, OUT_OF_GENERATIONS, USER_ERROR, get_format
 from ..agents.turn import OUT_OF_GENERATIONS_TEXT, AgentState, TurnResult, run_agent_turns, stable_seed
 from ..backends.base import Backend
-from ..simulation.runner import _snapshot as snapshot_session
 from ..toolwoz.benchmark import ToolWOZ
 from ..toolwoz.tasks import GoalCall
 from ..users.base import UserSession, UserSimulator, UserTurn
@@ -272,7 +271,7 @@ class JOSHSearch:
             rec=TreeNode(id=node_id, parent=parent.rec.id, step=search.step, seed=seed),
             parent=parent,
             state=state,
-            session=snapshot_session(parent.session),
+            session=parent.session.copy() if parent.session is not None else None,
             base_context=len(state.context),
             base_tool_calls=len(state.tool_calls),
             base_prompt_tokens=state.counters.prompt_tokens,
@@ -413,27 +412,7 @@ class JOSHSearch:
                     state.add_user_message(turn.text)
 
     def _respond(self, leaves: list[_Node]) -> list[UserTurn | Exception]:
-        """One ``user.respond`` for all; if it fails, the sessions are restored and each leaf is
-        asked alone, so a failure stays with the branch that caused it."""
-        if not leaves:
-            return []
-        snapshots = [snapshot_session(n.session) for n in leaves] if len(leaves) > 1 else []
-        batch = [(n.session, [dict(m) for m in n.state.visible]) for n in leaves]  # type: ignore[union-attr]
-        try:
-            turns = list(self.user.respond(batch))
-            if len(turns) != len(leaves):
-                raise RuntimeError(f"user simulator returned {len(turns)} turns for {len(leaves)} conversations")
-            bad = [t for t in turns if not isinstance(t, UserTurn)]
-            if bad:
-                raise TypeError(f"user simulator returned {type(bad[0]).__name__}, expected UserTurn")
-            return turns
-        except Exception as e:  # noqa: BLE001 - isolated below
-            if len(leaves) == 1:
-                return [e]
-        # The failed call may have advanced some sessions before it raised.
-        for node, snapshot in zip(leaves, snapshots):
-            node.session = snapshot
-        return [self._respond([n])[0] for n in leaves]
+        return self.user.respond_isolated([(n.session, [dict(m) for m in n.state.visible]) for n in leaves])  # type: ignore[union-attr]
 
     # -- the record ------------------------------------------------------------------------
     def _record(self, search: _TaskSearch) -> TreeRecord:

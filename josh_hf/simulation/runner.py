@@ -10,7 +10,6 @@ and says why); a failure never stops the others.
 
 from __future__ import annotations
 
-import copy
 from collections import deque
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
@@ -44,17 +43,6 @@ class RunnerConfig:
     seed: int = 0
     system_prompt: str | None = None
     max_concurrent: int | None = None
-
-
-def _snapshot(session: UserSession | None) -> UserSession | None:
-    """A copy of ``session`` to roll back to. The base class's deep copy would also copy the
-    task (with its whole MultiWOZ dialogue), which every session shares read-only: keep it
-    shared. Subclasses that define their own ``copy`` are trusted with it."""
-    if session is None:
-        return None
-    if type(session).copy is UserSession.copy:
-        return copy.deepcopy(session, {id(session.task): session.task})
-    return session.copy()
 
 
 def trial_seed(seed: int, task_id: str, trial: int) -> int:
@@ -183,25 +171,7 @@ class ConversationRunner:
                 conv.awaiting = "agent"
 
     def _respond(self, convs: list[_Conversation]) -> list[UserTurn | Exception]:
-        """One ``user.respond`` call for all; if it fails, the sessions are restored and each
-        conversation is asked alone, so a failure stays with the conversation that caused it."""
-        snapshots = [_snapshot(c.session) for c in convs] if len(convs) > 1 else []
-        batch = [(c.session, [dict(m) for m in c.state.visible]) for c in convs]
-        try:
-            turns = list(self.user.respond(batch))
-            if len(turns) != len(convs):
-                raise RuntimeError(f"user simulator returned {len(turns)} turns for {len(convs)} conversations")
-            bad = [t for t in turns if not isinstance(t, UserTurn)]
-            if bad:
-                raise TypeError(f"user simulator returned {type(bad[0]).__name__}, expected UserTurn")
-            return turns
-        except Exception as e:  # noqa: BLE001 - isolated below
-            if len(convs) == 1:
-                return [e]
-        # The failed call may have advanced some sessions before it raised.
-        for conv, snapshot in zip(convs, snapshots):
-            conv.session = snapshot
-        return [self._respond([c])[0] for c in convs]
+        return self.user.respond_isolated([(c.session, [dict(m) for m in c.state.visible]) for c in convs])
 
     def _finish(self, conv: _Conversation, ended_by: str, closing_message: str | None = None) -> None:
         conv.transcript = Transcript.from_state(

@@ -33,14 +33,20 @@ class UserTurn:
 
 
 class UserSession:
-    """Per-conversation state of a simulated user. Override ``copy`` if shallow copy is wrong."""
+    """Per-conversation state of a simulated user (its ``task`` plus whatever a subclass keeps)."""
 
     def __init__(self, task: Task, seed: int = 0):
         self.task = task
         self.seed = seed
 
     def copy(self) -> UserSession:
-        return copy.deepcopy(self)
+        """An independent copy. The task (with its whole MultiWOZ dialogue) is shared read-only
+        by every session, so it is not copied: JOSH copies sessions at every branch."""
+        return copy.deepcopy(self, {id(self.task): self.task})
+
+    def restore(self, snapshot: UserSession) -> None:
+        """Roll this session back, in place, to ``snapshot`` (a ``copy()`` taken earlier)."""
+        self.__dict__.update(snapshot.__dict__)
 
 
 class UserSimulator(abc.ABC):
@@ -51,6 +57,27 @@ class UserSimulator(abc.ABC):
     @abc.abstractmethod
     def new_session(self, task: Task, seed: int = 0) -> UserSession:
         """A fresh simulated user for ``task``."""
+
+    def respond_isolated(self, batch: Sequence[tuple[UserSession, list[dict[str, Any]]]]) -> list[UserTurn | Exception]:
+        """``respond`` for the whole batch in one call; if that call fails, the sessions are
+        rolled back and each item is answered alone, so an exception (returned in its slot,
+        not raised) stays with the conversation that caused it."""
+        snapshots = [session.copy() for session, _ in batch] if len(batch) > 1 else []
+        try:
+            turns = list(self.respond(batch))
+            if len(turns) != len(batch):
+                raise RuntimeError(f"user simulator returned {len(turns)} turns for {len(batch)} conversations")
+            bad = [t for t in turns if not isinstance(t, UserTurn)]
+            if bad:
+                raise TypeError(f"user simulator returned {type(bad[0]).__name__}, expected UserTurn")
+            return turns
+        except Exception as e:  # noqa: BLE001 - isolated below
+            if len(batch) <= 1:
+                return [e] * len(batch)
+        # The failed call may have advanced some sessions before it raised.
+        for (session, _), snapshot in zip(batch, snapshots):
+            session.restore(snapshot)
+        return [self.respond_isolated([item])[0] for item in batch]
 
     @abc.abstractmethod
     def respond(self, batch: Sequence[tuple[UserSession, list[dict[str, Any]]]]) -> list[UserTurn]:
