@@ -6,7 +6,12 @@ per generation round, ``1`` steps the leaves one by one, as the reference's loop
 it builds a tiny-but-not-trivial random model (offline, seconds); pass ``--model`` for a real
 checkpoint (e.g. on a GPU machine). The user is the rule-based agenda user (no model).
 
+``--prefix-cache`` sets the backend's prefix KV caching for both runs (``on``, the default, or
+``off``); ``both`` runs each mode with and without it, and reports speed-ups against one branch
+at a time without it (the reference's way: every prompt prefilled in full).
+
     python benchmarks/josh_throughput.py [--model PATH_OR_ID] [--tasks 4] [--beam 8] [--steps 4]
+                                         [--prefix-cache on|off|both]
 """
 
 from __future__ import annotations
@@ -43,6 +48,8 @@ def main() -> None:
     parser.add_argument("--max-batch-tokens", type=int, default=1 << 20, help="backend token budget per batch")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--source", help="ToolWOZ / MultiWOZ source (default: the bundled data)")
+    parser.add_argument("--prefix-cache", choices=["on", "off", "both"], default="on",
+                        help="backend prefix KV caching (both: run each mode with and without)")
     args = parser.parse_args()
 
     toolwoz = ToolWOZ.load(args.source)
@@ -59,19 +66,36 @@ def main() -> None:
         timed_search(toolwoz, backend, task_ids[:1], JOSHConfig(beam_size=2, max_steps=1, agent_format=args.agent_format,
                      sampling=config.sampling), None)  # warm-up
         print(f"model={model} device={backend.device} tasks={len(task_ids)} beam={args.beam} steps={args.steps} "
-              f"new_tokens={args.new_tokens} format={args.agent_format}")
+              f"new_tokens={args.new_tokens} format={args.agent_format} prefix_cache={args.prefix_cache}")
+        settings = {"on": [True], "off": [False], "both": [False, True]}[args.prefix_cache]
         results = {}
-        for label, max_batch in (("one branch at a time", 1), ("batched", None)):
-            calls_before = len(backend.batch_sizes)
-            elapsed, records = timed_search(toolwoz, backend, task_ids, config, max_batch)
-            turns = sum(r.stats["agent_turns"] for r in records)
-            calls = backend.batch_sizes[calls_before:]
-            results[label] = (turns / elapsed, records)
-            print(f"{label:<22} {elapsed:8.2f} s  {turns:5d} agent turns  {turns / elapsed:7.2f} turns/s  "
-                  f"{len(calls):5d} backend calls (largest {max(calls)} rows)")
-        ratio = results["batched"][0] / results["one branch at a time"][0]
-        same = [a.to_dict() for a in results["batched"][1]] == [b.to_dict() for b in results["one branch at a time"][1]]
-        print(f"speed-up {ratio:.2f}x; identical trees: {same}")
+        for cached in settings:
+            # A fresh backend per setting on the same loaded model: no prefix cache carries over.
+            run_backend = TransformersBackend(backend.model, backend.tokenizer, max_batch_tokens=args.max_batch_tokens,
+                                              max_batch_size=256, prefix_cache=cached)
+            for mode, max_batch in (("one branch at a time", 1), ("batched", None)):
+                label = f"{mode}{', prefix cache' if cached else ''}"
+                run_backend.clear_prefix_cache()  # each run starts cold
+                stats_before = run_backend.prefix_stats.as_dict()
+                calls_before = len(run_backend.batch_sizes)
+                elapsed, records = timed_search(toolwoz, run_backend, task_ids, config, max_batch)
+                turns = sum(r.stats["agent_turns"] for r in records)
+                calls = run_backend.batch_sizes[calls_before:]
+                stats = {k: v - stats_before[k] for k, v in run_backend.prefix_stats.as_dict().items()}
+                results[(mode, cached)] = (turns / elapsed, records)
+                print(f"{label:<36} {elapsed:8.2f} s  {turns:5d} agent turns  {turns / elapsed:7.2f} turns/s  "
+                      f"{len(calls):5d} backend calls (largest {max(calls)} rows)  prefill: "
+                      f"{stats['computed_tokens']} of {stats['prompt_tokens']} prompt tokens computed, "
+                      f"{stats['padding_tokens']} padding")
+        base_key = ("one branch at a time", settings[0])
+        base_rate, base_records = results[base_key]
+        for key, (rate, records) in results.items():
+            if key == base_key:
+                continue
+            same = [a.to_dict() for a in records] == [b.to_dict() for b in base_records]
+            label = f"{key[0]}{', prefix cache' if key[1] else ''}"
+            print(f"speed-up of {label} vs one branch at a time{', prefix cache' if base_key[1] else ''}: "
+                  f"{rate / base_rate:.2f}x; identical trees: {same}")
 
 
 if __name__ == "__main__":

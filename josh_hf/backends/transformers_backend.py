@@ -17,15 +17,25 @@ Design (what JOSH needs: many sibling requests, each with its own seed, in one c
 * The chosen tokens are then decoded by ``generate``'s greedy path (the processor leaves only
   the sampled token finite), so everything else — caches, EOS handling, stop strings — is the
   stock transformers code.
+* Prefix KV caching (``prefix_cache=True``): agent prompts are long and every request of a call
+  shares at least the system prompt with its tool schemas (JOSH siblings share nearly all of
+  it). The longest common token prefix of a batch is prefilled once (batch 1), its KV cache is
+  expanded to the batch, and only the suffixes are prefilled. Rows are laid out as
+  ``[shared prefix][padding][suffix]``; ``generate`` derives positions as ``cumsum(mask) - 1``,
+  so a suffix token gets the position it has without padding. Prefix caches are also kept in a
+  small LRU across calls (keyed by token ids, invalidated when the weights change), so the
+  system prompt is not recomputed on every call and a longer prompt can extend a cached one.
+* Length-aware batching: a batch is cut when its longest suffix (prompt minus shared prefix)
+  is much longer than its shortest, so padding waste stays bounded.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
@@ -134,6 +144,134 @@ def _is_oom(exc: BaseException) -> bool:
     return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
 
 
+def common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
+    """Number of leading tokens ``a`` and ``b`` share."""
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+# A length split is only worth a separate generate() call when the padding it saves is real:
+# below this many tokens of suffix difference, one batch is cheaper than two decode loops.
+_PAD_SLACK = 64
+
+
+@dataclass
+class PrefixStats:
+    """Prefill accounting of a :class:`TransformersBackend` (cumulative over its calls).
+
+    ``computed_tokens + padding_tokens`` is what prefill actually ran through the model;
+    without prefix caching ``computed_tokens == prompt_tokens``.
+    """
+
+    batches: int = 0
+    """``generate`` calls made."""
+    cached_batches: int = 0
+    """Calls that prefilled a shared prefix once instead of once per row."""
+    prompt_tokens: int = 0
+    """Sum of the full prompt lengths of all rows."""
+    computed_tokens: int = 0
+    """Real (non-pad) prompt tokens run through the model: shared-prefix tokens once, suffixes per row."""
+    padding_tokens: int = 0
+    """Pad slots run through prefill."""
+    reused_tokens: int = 0
+    """Shared-prefix tokens taken from the cross-call LRU instead of being recomputed (once per call)."""
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+class _PrefixLRU:
+    """A few batch-1 prefix KV caches, keyed by their token ids, least recently used evicted.
+
+    Entries are per-layer ``(keys, values)`` tensors of shape ``(1, kv_heads, len, head_dim)``.
+    A lookup may use only the first part of an entry: a causal model's KV of the first ``n``
+    tokens depends only on those tokens, so a slice of an entry is the cache of its prefix.
+    """
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self.entries: OrderedDict[tuple[int, ...], list[tuple[torch.Tensor, torch.Tensor]]] = OrderedDict()
+        self.stamp: Any = None
+
+    def clear(self) -> None:
+        self.entries.clear()
+
+    def lookup(self, ids: Sequence[int]) -> tuple[int, list[tuple[torch.Tensor, torch.Tensor]] | None]:
+        """The longest cached head of ``ids``: ``(its length, the cache cut to it)``, or ``(0, None)``."""
+        best, best_key = 0, None
+        for key in self.entries:
+            n = common_prefix_length(key, ids)
+            if n > best:
+                best, best_key = n, key
+        if best_key is None:
+            return 0, None
+        self.entries.move_to_end(best_key)
+        layers = self.entries[best_key]
+        if best < len(best_key):
+            layers = [(k[:, :, :best], v[:, :, :best]) for k, v in layers]
+        return best, layers
+
+    def put(self, ids: Sequence[int], layers: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        if self.capacity <= 0:
+            return
+        key = tuple(ids)
+        # An entry that is a head of the new one is subsumed by it (lookups slice).
+        for old in [k for k in self.entries if len(k) <= len(key) and key[: len(k)] == k]:
+            del self.entries[old]
+        self.entries[key] = layers
+        while len(self.entries) > self.capacity:
+            self.entries.popitem(last=False)
+
+
+def _preallocated_layer(capacity: int) -> Any:
+    """A ``DynamicLayer`` that reserves room for ``capacity`` tokens up front.
+
+    The stock layer concatenates its whole cache at every decoding step, so a step costs a copy
+    of rows x context: with 2,000-token agent prompts that copy, not the model, dominates
+    decoding on CPU. Here a step writes its new keys/values in place and exposes a view.
+    """
+    from transformers.cache_utils import DynamicLayer
+
+    class _PreallocatedLayer(DynamicLayer):
+        _layer_type = None  # never register this class as the default for a layer type
+
+        def __init__(self) -> None:
+            super().__init__()
+            self._buffers: tuple[torch.Tensor, torch.Tensor] | None = None
+
+        def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any):
+            if not self.is_initialized:
+                self.lazy_initialization(key_states, value_states)
+            old = self.get_seq_length()
+            new = old + key_states.shape[-2]
+            buffers = self._buffers
+            # Reallocate when full, or when crop()/batch_select_indices() replaced the tensors.
+            stale = (
+                buffers is None
+                or new > buffers[0].shape[-2]
+                or buffers[0].shape[0] != key_states.shape[0]
+                or (old > 0 and self.keys.data_ptr() != buffers[0].data_ptr())
+            )
+            if stale:
+                size = max(new, capacity)
+                keys = key_states.new_empty((*key_states.shape[:2], size, key_states.shape[-1]))
+                values = value_states.new_empty((*value_states.shape[:2], size, value_states.shape[-1]))
+                if old:
+                    keys[:, :, :old] = self.keys
+                    values[:, :, :old] = self.values
+                buffers = self._buffers = (keys, values)
+            buffers[0][:, :, old:new] = key_states
+            buffers[1][:, :, old:new] = value_states
+            self.keys, self.values = buffers[0][:, :, :new], buffers[1][:, :, :new]
+            return self.keys, self.values
+
+    return _PreallocatedLayer()
+
+
 class TransformersBackend(Backend):
     """Generate with a local ``transformers`` causal LM (optionally with a PEFT adapter / 4-/8-bit).
 
@@ -157,6 +295,10 @@ class TransformersBackend(Backend):
         max_batch_tokens: int = 16384,
         max_batch_size: int = 64,
         trust_remote_code: bool = False,
+        prefix_cache: bool = True,
+        min_prefix_tokens: int = 64,
+        prefix_cache_entries: int = 4,
+        max_pad_ratio: float | None = 4.0,
     ):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -193,6 +335,15 @@ class TransformersBackend(Backend):
         self.max_batch_size = max_batch_size
         self.batch_sizes: list[int] = []
         """Rows of every ``generate`` call made so far (for tests and benchmarks)."""
+        self.prefix_cache = prefix_cache
+        """Prefill a batch's shared token prefix once (and keep recent prefixes across calls)."""
+        self.min_prefix_tokens = min_prefix_tokens
+        """Shorter shared prefixes are not worth a separate prefill: plain left padding is used."""
+        self.max_pad_ratio = max_pad_ratio
+        """Cut a batch when its longest suffix exceeds this many times its shortest (None: never)."""
+        self.prefix_stats = PrefixStats()
+        self._prefix_lru = _PrefixLRU(prefix_cache_entries)
+        self._prefix_supported: bool | None = None
 
         config = getattr(self.model, "config", None)
         self.model_type: str | None = getattr(config, "model_type", None)
@@ -253,7 +404,9 @@ class TransformersBackend(Backend):
 
     def plan_batches(self, prepared: Sequence[_Prepared]) -> list[list[_Prepared]]:
         """Group by the settings one ``generate`` call shares, sort by prompt length (longest
-        first, so memory trouble shows up in the first batch), and cut under the budgets."""
+        first, so memory trouble shows up in the first batch), and cut under the budgets; with
+        ``max_pad_ratio``, also cut where the suffixes (what is left after the group's shared
+        prefix) grow too unequal, since the shorter rows would mostly prefill padding."""
         groups: dict[tuple[int, tuple[str, ...]], list[_Prepared]] = defaultdict(list)
         for item in prepared:
             sampling = item.request.sampling
@@ -261,12 +414,18 @@ class TransformersBackend(Backend):
         batches: list[list[_Prepared]] = []
         for (max_new, _), items in groups.items():
             items = sorted(items, key=lambda it: len(it.ids), reverse=True)
+            shared = self._shared_prefix_length(items) if self.max_pad_ratio is not None else 0
             batch: list[_Prepared] = []
             longest = 0
             for item in items:
                 new_longest = max(longest, len(item.ids))
                 cost = (len(batch) + 1) * (new_longest + max_new)
-                if batch and (cost > self.max_batch_tokens or len(batch) >= self.max_batch_size):
+                # Sorted longest first: batch[0] holds the longest suffix, item the shortest.
+                uneven = False
+                if batch and self.max_pad_ratio is not None:
+                    top, low = len(batch[0].ids) - shared, len(item.ids) - shared
+                    uneven = top > self.max_pad_ratio * low and top - low > _PAD_SLACK
+                if batch and (cost > self.max_batch_tokens or len(batch) >= self.max_batch_size or uneven):
                     batches.append(batch)
                     batch, new_longest = [], len(item.ids)
                 batch.append(item)
@@ -288,6 +447,7 @@ class TransformersBackend(Backend):
             except Exception as exc:  # noqa: BLE001 - a template error is this request's problem only
                 outputs[i] = GenerationOutput(text="", error=f"chat template failed: {type(exc).__name__}: {exc}")
         was_training = bool(getattr(self.model, "training", False))
+        self._check_prefix_lru()
         self.model.eval()
         try:
             with torch.inference_mode():
@@ -297,7 +457,45 @@ class TransformersBackend(Backend):
         finally:
             if was_training:
                 self.model.train()
+                # A model in training is about to be updated: its cached prefixes would be stale
+                # anyway, so give their memory back to the training step now.
+                self._prefix_lru.clear()
         return [out if out is not None else GenerationOutput(text="", error="not generated") for out in outputs]
+
+    def clear_prefix_cache(self) -> None:
+        """Forget the prefix KV caches kept across calls (e.g. after changing weights by hand in a
+        way the version check cannot see, such as swapping ``.data``)."""
+        self._prefix_lru.clear()
+
+    def _weights_stamp(self) -> Any:
+        """Changes whenever the weights (or the active adapter) may have changed.
+
+        Every in-place update (optimizer steps, ``load_state_dict``, ``copy_``) bumps a tensor's
+        version counter; ``.to()`` changes device/dtype. Cheap: one pass over the parameter list.
+        """
+        params = list(self.model.parameters())
+        first = params[0] if params else None
+        try:
+            adapters = tuple(getattr(self.model, "active_adapters", ()) or ())
+        except Exception:  # noqa: BLE001 - a non-PEFT model may raise on this attribute
+            adapters = ()
+        return (
+            id(self.model),
+            len(params),
+            sum(p._version for p in params),
+            None if first is None else (str(first.device), first.dtype),
+            adapters,
+        )
+
+    def _check_prefix_lru(self) -> None:
+        """Drop cross-call prefix caches computed with other weights (the trainer updates the
+        policy between calls)."""
+        if not self.prefix_cache and not self._prefix_lru.entries:
+            return
+        stamp = self._weights_stamp()
+        if stamp != self._prefix_lru.stamp:
+            self._prefix_lru.clear()
+            self._prefix_lru.stamp = stamp
 
     def _run_batch(self, batch: list[_Prepared]) -> list[GenerationOutput]:
         """Generate one batch; on out-of-memory, halve it and retry."""
@@ -312,18 +510,126 @@ class TransformersBackend(Backend):
             logger.exception("generation failed for a batch of %d", len(batch))
             return [GenerationOutput(text="", error=f"{type(exc).__name__}: {exc}") for _ in batch]
 
+    # ------------------------------------------------------------------------- prefix caching
+
+    def _supports_prefix_cache(self) -> bool:
+        """Prefix caching needs plain, growable full-attention KV layers (sliced and expanded by
+        batch). Sliding-window / linear-attention caches, encoder-decoders and PEFT prompt
+        learning (virtual tokens prepended inside forward) fall back to plain left padding."""
+        if self._prefix_supported is None:
+            from transformers import DynamicCache
+            from transformers.cache_utils import DynamicLayer
+
+            ok = True
+            config = getattr(self.model, "config", None)
+            if config is None or getattr(config, "is_encoder_decoder", False):
+                ok = False
+            peft_config = getattr(self.model, "active_peft_config", None)
+            if ok and peft_config is not None and getattr(peft_config, "is_prompt_learning", False):
+                ok = False
+            if ok:
+                try:
+                    layers = DynamicCache(config=self._text_config()).layers
+                    ok = all(type(layer) is DynamicLayer for layer in layers)
+                except Exception:  # noqa: BLE001 - an unusual config: don't risk it
+                    ok = False
+            if not ok:
+                logger.info("prefix caching is not supported for this model; using plain left padding")
+            self._prefix_supported = ok
+        return self._prefix_supported
+
+    def _text_config(self) -> Any:
+        config = self.model.config
+        return config.get_text_config(decoder=True) if hasattr(config, "get_text_config") else config
+
+    def _head_kwargs(self) -> dict[str, Any]:
+        """Only the cache of a prefix is wanted: skip the LM head on all but one position when
+        the model's forward allows it (a 150k vocabulary over 2,000 positions is not free)."""
+        import inspect
+
+        base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+        try:
+            accepted = "logits_to_keep" in inspect.signature(base.forward).parameters
+        except (TypeError, ValueError):
+            accepted = False
+        return {"logits_to_keep": 1} if accepted else {}
+
+    def _shared_prefix_length(self, batch: Sequence[_Prepared]) -> int:
+        """Tokens every row of ``batch`` shares and that are worth prefilling once (0: none).
+
+        Each row keeps at least one suffix token: generate() needs a new input to produce the
+        first logits.
+        """
+        if not self.prefix_cache or not batch or not self._supports_prefix_cache():
+            return 0
+        first = batch[0].ids
+        shared = min(common_prefix_length(first, item.ids) for item in batch)
+        shared = min(shared, min(len(item.ids) for item in batch) - 1)
+        return shared if shared >= max(self.min_prefix_tokens, 1) else 0
+
+    def _prefix_layers(self, prefix: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Batch-1 KV of ``prefix``: taken from the LRU as far as it goes, the rest computed."""
+        from transformers import DynamicCache
+
+        reused, layers = self._prefix_lru.lookup(prefix)
+        self.prefix_stats.reused_tokens += reused
+        if reused == len(prefix) and layers is not None:
+            return layers
+        cache = DynamicCache(ddp_cache_data=layers, config=self._text_config())
+        device = self.device
+        ids = torch.tensor([prefix[reused:]], dtype=torch.long, device=device)
+        positions = torch.arange(reused, len(prefix), dtype=torch.long, device=device)[None]
+        self.model(input_ids=ids, position_ids=positions, past_key_values=cache, use_cache=True, **self._head_kwargs())
+        self.prefix_stats.computed_tokens += len(prefix) - reused
+        layers = [(layer.keys, layer.values) for layer in cache.layers]
+        self._prefix_lru.put(prefix, layers)
+        return layers
+
+    def _layout(self, batch: list[_Prepared]) -> tuple[torch.Tensor, torch.Tensor, Any]:
+        """``input_ids``, ``attention_mask`` and (with a shared prefix) the pre-filled cache."""
+        from transformers import DynamicCache
+
+        stats = self.prefix_stats
+        stats.batches += 1
+        stats.prompt_tokens += sum(len(item.ids) for item in batch)
+        shared = self._shared_prefix_length(batch)
+        suffixes = [item.ids[shared:] for item in batch]
+        suffix_width = max(len(s) for s in suffixes)
+        width = shared + suffix_width
+        # [shared prefix][padding][suffix]: every row's last prompt token sits in the last
+        # column, where decoding starts; with shared == 0 this is plain left padding.
+        input_ids = torch.full((len(batch), width), self.pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
+        if shared:
+            input_ids[:, :shared] = torch.tensor(batch[0].ids[:shared], dtype=torch.long)
+            attention_mask[:, :shared] = 1
+        for row, suffix in enumerate(suffixes):
+            input_ids[row, width - len(suffix) :] = torch.tensor(suffix, dtype=torch.long)
+            attention_mask[row, width - len(suffix) :] = 1
+        real = sum(len(s) for s in suffixes)
+        stats.computed_tokens += real
+        stats.padding_tokens += len(batch) * suffix_width - real
+        if not shared:
+            return input_ids, attention_mask, None
+        stats.cached_batches += 1
+        layers = self._prefix_layers(batch[0].ids[:shared])
+        rows = len(batch)
+        # Room for the prompt and every new token, so decoding writes in place. expand() is a
+        # view: the rows' copies are made once, in the buffers (the LRU entry is never written).
+        capacity = width + batch[0].request.sampling.max_new_tokens
+        cache = DynamicCache(config=self._text_config())
+        cache.layers = [_preallocated_layer(capacity) for _ in layers]
+        for layer, (k, v) in zip(cache.layers, layers):
+            layer.update(k.expand(rows, -1, -1, -1), v.expand(rows, -1, -1, -1))
+        return input_ids, attention_mask, cache
+
     def _generate_batch(self, batch: list[_Prepared]) -> list[GenerationOutput]:
         from transformers import GenerationConfig
 
         self.batch_sizes.append(len(batch))
         sampling = batch[0].request.sampling
-        width = max(len(item.ids) for item in batch)
-        # Left padding: every row's last prompt token sits at the same position, where decoding starts.
-        input_ids = torch.full((len(batch), width), self.pad_token_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, item in enumerate(batch):
-            input_ids[row, width - len(item.ids) :] = torch.tensor(item.ids, dtype=torch.long)
-            attention_mask[row, width - len(item.ids) :] = 1
+        input_ids, attention_mask, cache = self._layout(batch)
+        width = input_ids.shape[1]
         # A fresh config: the request's SamplingParams are authoritative, not the checkpoint's
         # sampling defaults (Qwen ships do_sample=True, repetition_penalty=1.05, ...).
         gen_config = GenerationConfig(
@@ -344,6 +650,11 @@ class TransformersBackend(Backend):
             processors.append(PerRowSampler(params, seeds, prompt_length=width))
         device = self.device
         extra: dict[str, Any] = {"tokenizer": self.tokenizer} if sampling.stop else {}
+        if cache is not None:
+            # generate() sees the full rows and the full mask: it derives positions as
+            # cumsum(mask) - 1 (so suffix positions skip the padding) and prefills only the
+            # columns the cache does not hold yet.
+            extra["past_key_values"] = cache
         sequences = self.model.generate(
             input_ids=input_ids.to(device),
             attention_mask=attention_mask.to(device),
