@@ -36,8 +36,10 @@ USER_TURNS = [
     "hi",
     "I need a cheap hotel in the north with free parking, for 3 people, 2 nights from friday.",
     "train to london please",
-    "Can you book a table for 2 people at 18:30 on friday at an italian place in the centre? "
-    "Also I would like to know the postcode and the phone number of the place. Thanks a lot!",
+    (
+        "Can you book a table for 2 people at 18:30 on friday at an italian place in the centre? "
+        "Also I would like to know the postcode and the phone number of the place. Thanks a lot!"
+    ),
     "no",
 ]
 
@@ -175,7 +177,9 @@ def test_length_aware_batching_splits_uneven_suffixes(model_and_tokenizer) -> No
     split = TransformersBackend(model, tok, max_pad_ratio=4.0)
     whole = TransformersBackend(model, tok, max_pad_ratio=None)
     plain = TransformersBackend(model, tok, prefix_cache=False, max_pad_ratio=None)
-    assert _summary(split.generate(requests)) == _summary(whole.generate(requests)) == _summary(plain.generate(requests))
+    assert (
+        _summary(split.generate(requests)) == _summary(whole.generate(requests)) == _summary(plain.generate(requests))
+    )
     assert whole.batch_sizes == [4] and split.batch_sizes == [1, 3]  # the long row alone, longest first
     assert split.prefix_stats.padding_tokens < whole.prefix_stats.padding_tokens
     # The split's second batch reuses the head the first one cached.
@@ -188,7 +192,8 @@ def test_peft_model_and_cache_invalidated_when_weights_change(tiny_model_dir: Pa
 
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     lora = get_peft_model(
-        AutoModelForCausalLM.from_pretrained(tiny_model_dir), LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"])
+        AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+        LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]),
     )
     torch.manual_seed(0)
     with torch.no_grad():
