@@ -112,8 +112,11 @@ PRESETS: dict[str, ScratchConfig] = {
     # Seconds: for tests (a handful of conversations, a 2-layer 64-wide model, a few steps).
     "tiny": ScratchConfig(synthetic=8, multiwoz=4, vocab_size=1024, hidden_size=64, num_layers=2, num_heads=4,
                           num_kv_heads=2, intermediate_size=128, max_steps=3, batch_size=4, max_length=2048),
-    # A few minutes on an idle 2-core CPU (~290k tokens: 384 synthetic conversations, one epoch,
-    # 96 steps of 4, a 1.3M-parameter model; measured throughput ~700-1,400 tokens/s).
+    # A few minutes on a 2-core CPU (~330k tokens: 384 synthetic conversations, one epoch, 96
+    # steps of 4, a 1.3M-parameter model). MEASURED NOT YET COMPETENT: 363 s of training on a
+    # shared 2-core CPU reached loss 1.55 (token accuracy 0.67) and reward 0.0 on the first 30
+    # test tasks (greedy and temperature 0.7: malformed, repetitive tool calls). It needs more
+    # updates than this budget gave; tune before relying on it.
     "demo": ScratchConfig(synthetic=384, multiwoz=0, vocab_size=4096, hidden_size=128, num_layers=4,
                           num_heads=4, num_kv_heads=2, intermediate_size=384, epochs=1.0, batch_size=4,
                           learning_rate=3e-3),
