@@ -506,6 +506,25 @@ class JOSHTrainerMixin:
         return None
 
 
+    def push_to_hub(self, commit_message: str | None = "End of JOSH training", blocking: bool = True,
+                    token: str | None = None, revision: str | None = None, **kwargs: Any) -> Any:
+        """Upload the trained adapter (or, with ``merged=True``, the merged model) and the JOSH
+        model card with :func:`josh_hf.trainer.hub.push_josh_model`. The repo is ``repo_id=``,
+        else ``hub_model_id``, else the output folder's name; the token comes from ``token=``,
+        the environment or the saved login (never from the config)."""
+        from .hub import push_josh_model
+
+        repo_id = kwargs.pop("repo_id", None) or self.args.hub_model_id or Path(self.args.output_dir).name
+        merged = bool(kwargs.pop("merged", False))
+        if not self.is_world_process_zero():
+            return None
+        return push_josh_model(
+            self.model, self.processing_class, repo_id, card_info=self.josh_card_info(), merged=merged,
+            private=bool(getattr(self.args, "hub_private_repo", False)), token=token,
+            commit_message=commit_message or "End of JOSH training", revision=revision,
+        )
+
+
 def _is_peft(model: Any) -> bool:
     try:
         from peft import PeftModel
