@@ -8,11 +8,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_harvest import records  # hand-built tree records with known SFT examples
 
 from josh_hf.testing.hub_standin import LocalHubStandIn
 from josh_hf.trainer import JOSHSFTConfig, JOSHSFTTrainer
-
-from test_harvest import records  # hand-built tree records with known SFT examples
 
 
 @pytest.fixture()
