@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from trl import KTOTrainer
 
 from .config import JOSHKTOConfig
@@ -23,13 +21,6 @@ class JOSHKTOTrainer(JOSHTrainerMixin, KTOTrainer):
     _name = "JOSH-KTO"
     _tag_names = [  # noqa: RUF012 - TRL declares it as a plain class list
         "trl", "josh", "kto", "toolwoz"]
-
-    def _josh_prepare(self, dataset: Any) -> Any:
-        prepared = self._prepare_dataset(dataset, self.processing_class, self.args, "train")
-        if self.precompute_ref_logps:  # the reference is the base model: fixed across rounds
-            batch = self.args.precompute_ref_batch_size or self.args.per_device_train_batch_size
-            prepared = self._precompute_ref_logps(prepared, "train", batch)
-        return prepared
 
 
 __all__ = ["JOSHKTOConfig", "JOSHKTOTrainer"]

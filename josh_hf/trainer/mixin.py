@@ -159,8 +159,13 @@ class JOSHTrainerMixin:
         return TransformersBackend(self.model, self.josh_tokenizer, max_batch_tokens=self.args.josh_max_batch_tokens)
 
     def _josh_prepare(self, dataset):
-        """The TRL trainer's preparation of a round's dataset (tokenising etc.)."""
-        return self._prepare_dataset(dataset, self.processing_class, self.args, "train")
+        """The TRL trainer's preparation of a round's dataset (tokenising etc.), and for KTO/DPO
+        the reference log-probabilities when the config precomputes them."""
+        prepared = self._prepare_dataset(dataset, self.processing_class, self.args, "train")
+        if getattr(self, "precompute_ref_logps", False):  # the reference is the base model: fixed across rounds
+            batch = self.args.precompute_ref_batch_size or self.args.per_device_train_batch_size
+            prepared = self._precompute_ref_logps(prepared, "train", batch)
+        return prepared
 
     # -- tasks -----------------------------------------------------------------------------
     def josh_task_pool(self) -> list[str]:
