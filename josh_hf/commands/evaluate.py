@@ -97,8 +97,10 @@ def build_agent_backend(config: EvaluateConfig, toolwoz):
 
         return RuleBasedAgent(toolwoz)
     if config.base_url or config.model.startswith("openai:"):
-        return load_backend(config.model, base_url=config.base_url, api_key_env=config.api_key_env) if config.base_url \
-            else load_backend(config.model, api_key_env=config.api_key_env)
+        served = {"api_key_env": config.api_key_env}
+        if config.base_url:  # else taken from "openai:<model>@<url>" or the client's default
+            served["base_url"] = config.base_url
+        return load_backend(config.model, **served)
     return load_backend(config.model, adapter=config.adapter, dtype=config.dtype, load_in_4bit=config.load_in_4bit,
                         load_in_8bit=config.load_in_8bit, max_batch_tokens=config.max_batch_tokens,
                         trust_remote_code=config.trust_remote_code)
