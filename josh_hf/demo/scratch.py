@@ -35,23 +35,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..testing.templates import add_generation_markers
-from ..testing.tiny import CHAT_TEMPLATE
+from ..testing.tiny import CHAT_TEMPLATE, TOOLS_BLOCK
 
 if TYPE_CHECKING:
     from datasets import Dataset
 
 logger = logging.getLogger(__name__)
 
-_FULL_TOOLS_BLOCK = """\
-    {{- '\\n\\n# Tools\\n\\nYou may call one or more functions to assist with the user query.\\n\\n' }}
-    {{- 'You are provided with function signatures within <tools></tools> XML tags:\\n<tools>' }}
-    {%- for tool in tools %}
-        {{- '\\n' }}{{- tool | tojson }}
-    {%- endfor %}
-    {{- '\\n</tools>\\n\\nFor each function call, return a json object with function name and arguments ' }}
-    {{- 'within <tool_call></tool_call> XML tags:\\n<tool_call>\\n' }}
-    {{- '{"name": <function-name>, "arguments": <args-json-object>}\\n</tool_call><|im_end|>\\n' }}
-"""
 _COMPACT_TOOLS_BLOCK = """\
     {{- '\\n\\n# Tools\\n<tools>' }}
     {%- for tool in tools %}
@@ -65,9 +55,9 @@ _COMPACT_TOOLS_BLOCK = """\
 
 def compact_template(template: str = CHAT_TEMPLATE) -> str:
     """The tiny Hermes template with the tools listed as ``name(param, ...)`` lines."""
-    if template.count(_FULL_TOOLS_BLOCK) != 1:
+    if template.count(TOOLS_BLOCK) != 1:
         raise ValueError("the template's tools block is not the tiny Hermes one")
-    return template.replace(_FULL_TOOLS_BLOCK, _COMPACT_TOOLS_BLOCK)
+    return template.replace(TOOLS_BLOCK, _COMPACT_TOOLS_BLOCK)
 
 
 SCRATCH_CHAT_TEMPLATE: str = add_generation_markers(compact_template())

@@ -30,6 +30,18 @@ MARKUP_TOKENS: tuple[str, ...] = (
 )
 """Single-token markup that stays visible when decoding, as in Qwen2.5's tokenizer."""
 
+TOOLS_BLOCK = """\
+    {{- '\\n\\n# Tools\\n\\nYou may call one or more functions to assist with the user query.\\n\\n' }}
+    {{- 'You are provided with function signatures within <tools></tools> XML tags:\\n<tools>' }}
+    {%- for tool in tools %}
+        {{- '\\n' }}{{- tool | tojson }}
+    {%- endfor %}
+    {{- '\\n</tools>\\n\\nFor each function call, return a json object with function name and arguments ' }}
+    {{- 'within <tool_call></tool_call> XML tags:\\n<tool_call>\\n' }}
+    {{- '{"name": <function-name>, "arguments": <args-json-object>}\\n</tool_call><|im_end|>\\n' }}
+"""
+"""The template's system-turn tool list (Hermes/Qwen2.5 style); variants swap it out."""
+
 CHAT_TEMPLATE = """\
 {%- macro render_content(content) -%}
     {%- if content is none -%}
@@ -44,15 +56,7 @@ CHAT_TEMPLATE = """\
     {%- else %}
         {{- 'You are a helpful assistant.' }}
     {%- endif %}
-    {{- '\\n\\n# Tools\\n\\nYou may call one or more functions to assist with the user query.\\n\\n' }}
-    {{- 'You are provided with function signatures within <tools></tools> XML tags:\\n<tools>' }}
-    {%- for tool in tools %}
-        {{- '\\n' }}{{- tool | tojson }}
-    {%- endfor %}
-    {{- '\\n</tools>\\n\\nFor each function call, return a json object with function name and arguments ' }}
-    {{- 'within <tool_call></tool_call> XML tags:\\n<tool_call>\\n' }}
-    {{- '{"name": <function-name>, "arguments": <args-json-object>}\\n</tool_call><|im_end|>\\n' }}
-{%- elif messages and messages[0].role == 'system' %}
+""" + TOOLS_BLOCK + """{%- elif messages and messages[0].role == 'system' %}
     {{- '<|im_start|>system\\n' + render_content(messages[0].content) + '<|im_end|>\\n' }}
 {%- endif %}
 {%- for message in messages %}
