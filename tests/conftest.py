@@ -30,3 +30,14 @@ def tiny_backend(tiny_model_dir: Path):
     from josh_hf.backends.transformers_backend import TransformersBackend
 
     return TransformersBackend(tiny_model_dir)
+
+
+@pytest.fixture(scope="module")
+def private_datasets_cache(tmp_path_factory: pytest.TempPathFactory):
+    """Keep the Arrow caches that ``load_dataset`` prepares out of the user's ~/.cache
+    (modules opt in with ``pytestmark = pytest.mark.usefixtures("private_datasets_cache")``)."""
+    import datasets
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path_factory.mktemp("datasets_cache")))
+        yield

@@ -36,13 +36,7 @@ pytestmark = pytest.mark.skipif(
     not default_multiwoz_path().exists(), reason="MultiWOZ data folder not available"
 )
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _private_datasets_cache(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    """Keep the Arrow caches that ``load_dataset`` prepares out of the user's ~/.cache."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path_factory.mktemp("datasets_cache")))
-        yield
+pytestmark = [pytestmark, pytest.mark.usefixtures("private_datasets_cache")]
 
 
 @pytest.fixture(scope="module")

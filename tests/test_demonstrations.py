@@ -46,18 +46,12 @@ MUL0013_CALLS = {
     11: [("book_restaurant", {"people": "1", "day": "monday", "time": "12:15", "name": "royal spice"})],
 }
 
+pytestmark = [pytestmark, pytest.mark.usefixtures("private_datasets_cache")]
+
 
 @pytest.fixture(scope="module")
 def tw() -> ToolWOZ:
     return ToolWOZ.from_multiwoz(default_multiwoz_path())
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _private_datasets_cache(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    """Keep the Arrow caches that ``load_dataset`` prepares out of the user's ~/.cache."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path_factory.mktemp("datasets_cache")))
-        yield
 
 
 @pytest.fixture(scope="module")
