@@ -100,17 +100,59 @@ def test_greedy_same_outputs_and_prefix_prefilled_once(model_and_tokenizer) -> N
         "padding_tokens": len(ids) * suffix_width - (total - len(ids) * shared), "reused_tokens": 0,
     }  # fmt: skip
 
-    # A later call with the same system prompt takes the head from the LRU: only suffixes run.
+    # A later call: each row resumes from the longest head any earlier prompt gave it (here the
+    # system prompt and template up to where the user turns differ): only the rest runs.
     more = [_request(u) for u in ("hello there", "book_train for 4 on sunday", "what is the postcode?")]
     more_ids = _ids(cached, more)
-    before = cached.prefix_stats.computed_tokens
+    before = cached.prefix_stats.as_dict()
     assert _summary(cached.generate(more)) == _summary(plain.generate(more))
-    more_shared = _shared(more_ids)
-    reused = min(shared, more_shared)  # the cached head may be longer than this call's shared part
-    assert cached.prefix_stats.reused_tokens == reused
-    assert cached.prefix_stats.computed_tokens - before == (more_shared - reused) + sum(
-        len(x) - more_shared for x in more_ids
-    )
+    heads = [max(common_prefix_length(x, y) for y in ids) for x in more_ids]
+    assert min(heads) >= shared  # at least the system prompt with its tools
+    after = cached.prefix_stats.as_dict()
+    assert after["reused_tokens"] - before["reused_tokens"] == sum(heads)
+    assert after["computed_tokens"] - before["computed_tokens"] == sum(len(x) - h for x, h in zip(more_ids, heads))
+
+
+def test_each_row_resumes_from_its_own_history(model_and_tokenizer) -> None:
+    """Conversations' second turns, batched: every row prefills only what its own first turn did
+    not already cache (prompt and reply), and the outputs equal uncached generation."""
+    cached, plain = _pair(model_and_tokenizer)
+    first = [_request(u, max_new_tokens=8) for u in USER_TURNS[:4]]
+    first_ids = _ids(cached, first)
+    replies = cached.generate(first)
+    assert _summary(replies) == _summary(plain.generate(first))
+    second = [
+        GenerationRequest(
+            messages=[*r.messages, {"role": "assistant", "content": out.raw}, {"role": "user", "content": follow}],
+            tools=TOOLS,
+            sampling=SamplingParams(max_new_tokens=8),
+        )
+        for r, out, follow in zip(first, replies, ("and for 4 nights?", "cheaper", "in the south", "thanks"))
+    ]
+    second_ids = _ids(cached, second)
+    before = cached.prefix_stats.as_dict()
+    assert _summary(cached.generate(second)) == _summary(plain.generate(second))
+    after = cached.prefix_stats.as_dict()
+    # Each row reused at least its whole first prompt, more than any other row could give it.
+    heads = [common_prefix_length(a, b) for a, b in zip(second_ids, first_ids)]
+    assert all(h == len(b) for h, b in zip(heads, first_ids))
+    reused = after["reused_tokens"] - before["reused_tokens"]
+    computed = after["computed_tokens"] - before["computed_tokens"]
+    assert reused >= sum(heads)
+    assert reused + computed == sum(len(x) for x in second_ids)
+    assert computed < sum(len(x) for x in second_ids) // 5  # only the new turns were prefilled
+    assert after["cached_batches"] - before["cached_batches"] == after["batches"] - before["batches"]
+
+
+def test_store_is_bounded(model_and_tokenizer) -> None:
+    model, tok = model_and_tokenizer
+    backend = TransformersBackend(model, tok, prefix_cache_entries=2)
+    backend.generate([_request(u) for u in USER_TURNS])
+    assert len(backend._prefix_store.entries) == 2
+    small = TransformersBackend(model, tok, prefix_cache_tokens=1000)
+    small.generate([_request(u) for u in USER_TURNS])
+    assert 0 < small._prefix_store.tokens <= 1000
+    assert small._prefix_store.tokens == sum(len(k) for k in small._prefix_store.entries)
 
 
 def test_siblings_identical_context_different_seeds(model_and_tokenizer) -> None:
@@ -207,13 +249,13 @@ def test_peft_model_and_cache_invalidated_when_weights_change(tiny_model_dir: Pa
     requests = [_request(u) for u in USER_TURNS[:3]] + [_request(USER_TURNS[1], temperature=1.0, seed=5)]
     first = cached.generate(requests)
     assert lora.training  # training mode restored ...
-    assert not cached._prefix_lru.entries  # ... and a model in training keeps no stale prefixes
+    assert not cached._prefix_store.entries  # ... and a model in training keeps no stale prefixes
     assert _summary(first) == _summary(plain.generate(requests))
     assert cached.prefix_stats.cached_batches == 1
 
     lora.eval()
     cached.generate(requests)
-    assert cached._prefix_lru.entries  # kept across calls in eval mode
+    assert cached._prefix_store.entries  # kept across calls in eval mode
     # An optimizer-like in-place update of the adapter: the kept head must not be reused.
     with torch.no_grad():
         for name, param in lora.named_parameters():

@@ -17,15 +17,16 @@ Design (what JOSH needs: many sibling requests, each with its own seed, in one c
 * The chosen tokens are then decoded by ``generate``'s greedy path (the processor leaves only
   the sampled token finite), so everything else — caches, EOS handling, stop strings — is the
   stock transformers code.
-* Prefix KV caching (``prefix_cache=True``): agent prompts are long and every request of a call
-  shares at least the system prompt with its tool schemas (JOSH siblings share nearly all of
-  it). The longest common token prefix of a batch is prefilled once (batch 1), its KV cache is
-  expanded to the batch, and only the suffixes are prefilled. Rows are laid out as
-  ``[shared prefix][padding][suffix]``; ``generate`` derives positions as ``cumsum(mask) - 1``,
-  so a suffix token gets the position it has without padding. Prefix caches are also kept in a
-  small LRU across calls (keyed by token ids, invalidated when the weights change), so the
-  system prompt is not recomputed on every call and a longer prompt can extend a cached one.
-* Length-aware batching: a batch is cut when its longest suffix (prompt minus shared prefix)
+* Prefix KV caching (``prefix_cache=True``): agent prompts are long, and a conversation's next
+  prompt is its previous prompt and reply plus a little (JOSH siblings also share their
+  parent's). After each call every row's KV cache (prompt and reply) goes into a bounded store
+  keyed by token ids; the next call's rows each resume from the longest cached head of their
+  own prompt and prefill only the rest. Rows with no such head share the batch's common
+  prefix, prefilled once. Rows are laid out as ``[pad][head][pad][suffix]``; ``generate``
+  derives positions as ``cumsum(mask) - 1``, so every real token gets the position it has
+  without padding. The store is dropped whenever the weights change (checked per call) and
+  after calls made while the model is in training mode.
+* Length-aware batching: a batch is cut when its longest suffix (prompt minus reused head)
   is much longer than its shortest, so padding waste stays bounded.
 """
 
@@ -38,6 +39,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
@@ -138,6 +140,9 @@ class _Prepared:
     prompt: str
     ids: list[int]
     request: GenerationRequest
+    cached: int = 0
+    """Leading tokens whose KV the prefix store already holds (0: none usable)."""
+    cached_layers: list[tuple[torch.Tensor, torch.Tensor]] | None = None
 
 
 def _is_oom(exc: BaseException) -> bool:
@@ -184,47 +189,80 @@ class PrefixStats:
         return asdict(self)
 
 
-class _PrefixLRU:
-    """A few batch-1 prefix KV caches, keyed by their token ids, least recently used evicted.
+class _PrefixStore:
+    """Batch-1 KV caches of recent prompts (and their generated continuations), keyed by token ids.
 
     Entries are per-layer ``(keys, values)`` tensors of shape ``(1, kv_heads, len, head_dim)``.
     A lookup may use only the first part of an entry: a causal model's KV of the first ``n``
-    tokens depends only on those tokens, so a slice of an entry is the cache of its prefix.
+    tokens depends only on those tokens, so a slice of an entry is the cache of its prefix. This
+    is what lets every row of a batch resume from its own history: a conversation's next prompt
+    extends the previous prompt and reply, and JOSH siblings extend their parent's.
+
+    Bounded by entries and by tokens held; least recently used entries go first.
     """
 
-    def __init__(self, capacity: int):
+    def __init__(self, capacity: int, max_tokens: int):
         self.capacity = capacity
+        self.max_tokens = max_tokens
         self.entries: OrderedDict[tuple[int, ...], list[tuple[torch.Tensor, torch.Tensor]]] = OrderedDict()
+        self._arrays: dict[tuple[int, ...], np.ndarray] = {}
+        self.tokens = 0
         self.stamp: Any = None
 
     def clear(self) -> None:
         self.entries.clear()
+        self._arrays.clear()
+        self.tokens = 0
 
-    def lookup(self, ids: Sequence[int]) -> tuple[int, list[tuple[torch.Tensor, torch.Tensor]] | None]:
-        """The longest cached head of ``ids``: ``(its length, the cache cut to it)``, or ``(0, None)``."""
-        best, best_key = 0, None
-        for key in self.entries:
-            n = common_prefix_length(key, ids)
-            if n > best:
-                best, best_key = n, key
-        if best_key is None:
+    def longest(self, ids: Sequence[int], limit: int | None = None) -> tuple[int, tuple[int, ...] | None]:
+        """``(n, key)``: the entry sharing the longest head with ``ids`` (at most ``limit`` tokens)."""
+        if not self.entries:
             return 0, None
-        self.entries.move_to_end(best_key)
-        layers = self.entries[best_key]
-        if best < len(best_key):
+        query = np.asarray(ids if limit is None else ids[:limit], dtype=np.int64)
+        best, best_key = 0, None
+        for key, arr in self._arrays.items():
+            n = min(len(arr), len(query))
+            if n <= best or arr[0] != query[0]:
+                continue
+            diff = np.flatnonzero(arr[:n] != query[:n])
+            common = int(diff[0]) if len(diff) else n
+            if common > best:
+                best, best_key = common, key
+        return best, best_key
+
+    def lookup(self, ids: Sequence[int], limit: int | None = None) -> tuple[int, list[tuple[torch.Tensor, torch.Tensor]] | None]:
+        """The longest cached head of ``ids``: ``(its length, the cache cut to it)``, or ``(0, None)``."""
+        best, key = self.longest(ids, limit)
+        if key is None or best == 0:
+            return 0, None
+        self.entries.move_to_end(key)
+        layers = self.entries[key]
+        if best < len(key):
             layers = [(k[:, :, :best], v[:, :, :best]) for k, v in layers]
         return best, layers
 
     def put(self, ids: Sequence[int], layers: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
-        if self.capacity <= 0:
+        if self.capacity <= 0 or len(ids) > self.max_tokens:
             return
         key = tuple(ids)
+        if key in self.entries:
+            self.entries.move_to_end(key)
+            return
+        arr = np.asarray(key, dtype=np.int64)
         # An entry that is a head of the new one is subsumed by it (lookups slice).
-        for old in [k for k in self.entries if len(k) <= len(key) and key[: len(k)] == k]:
-            del self.entries[old]
+        for old, old_arr in list(self._arrays.items()):
+            if len(old_arr) <= len(arr) and np.array_equal(arr[: len(old_arr)], old_arr):
+                self._drop(old)
         self.entries[key] = layers
-        while len(self.entries) > self.capacity:
-            self.entries.popitem(last=False)
+        self._arrays[key] = arr
+        self.tokens += len(key)
+        while len(self.entries) > self.capacity or self.tokens > self.max_tokens:
+            self._drop(next(iter(self.entries)))
+
+    def _drop(self, key: tuple[int, ...]) -> None:
+        del self.entries[key]
+        del self._arrays[key]
+        self.tokens -= len(key)
 
 
 def _preallocated_layer(capacity: int) -> Any:
@@ -297,7 +335,8 @@ class TransformersBackend(Backend):
         trust_remote_code: bool = False,
         prefix_cache: bool = True,
         min_prefix_tokens: int = 64,
-        prefix_cache_entries: int = 4,
+        prefix_cache_entries: int = 256,
+        prefix_cache_tokens: int = 1 << 19,
         max_pad_ratio: float | None = 4.0,
     ):
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -336,14 +375,17 @@ class TransformersBackend(Backend):
         self.batch_sizes: list[int] = []
         """Rows of every ``generate`` call made so far (for tests and benchmarks)."""
         self.prefix_cache = prefix_cache
-        """Prefill a batch's shared token prefix once (and keep recent prefixes across calls)."""
+        """Reuse KV caches: each row resumes from the longest cached head of its prompt (kept
+        across calls: earlier prompts and their replies), and a batch's shared head is prefilled
+        once."""
         self.min_prefix_tokens = min_prefix_tokens
         """Shorter shared prefixes are not worth a separate prefill: plain left padding is used."""
         self.max_pad_ratio = max_pad_ratio
         """Cut a batch when its longest suffix exceeds this many times its shortest (None: never)."""
         self.prefix_stats = PrefixStats()
-        self._prefix_lru = _PrefixLRU(prefix_cache_entries)
+        self._prefix_store = _PrefixStore(prefix_cache_entries, prefix_cache_tokens)
         self._prefix_supported: bool | None = None
+        self._keep_replies = True
 
         config = getattr(self.model, "config", None)
         self.model_type: str | None = getattr(config, "model_type", None)
@@ -403,27 +445,32 @@ class TransformersBackend(Backend):
         return _Prepared(index=index, prompt=prompt, ids=list(ids), request=request)
 
     def plan_batches(self, prepared: Sequence[_Prepared]) -> list[list[_Prepared]]:
-        """Group by the settings one ``generate`` call shares, sort by prompt length (longest
-        first, so memory trouble shows up in the first batch), and cut under the budgets; with
-        ``max_pad_ratio``, also cut where the suffixes (what is left after the group's shared
-        prefix) grow too unequal, since the shorter rows would mostly prefill padding."""
+        """Group by the settings one ``generate`` call shares, sort by what each row must prefill
+        (its prompt minus the head it can reuse: its own cached history or the group's shared
+        prefix), longest first, and cut under the budgets; with ``max_pad_ratio``, also cut
+        where those suffixes grow too unequal, since the shorter rows would mostly prefill
+        padding."""
         groups: dict[tuple[int, tuple[str, ...]], list[_Prepared]] = defaultdict(list)
         for item in prepared:
             sampling = item.request.sampling
             groups[(sampling.max_new_tokens, tuple(sampling.stop))].append(item)
         batches: list[list[_Prepared]] = []
         for (max_new, _), items in groups.items():
-            items = sorted(items, key=lambda it: len(it.ids), reverse=True)
             shared = self._shared_prefix_length(items) if self.max_pad_ratio is not None else 0
+
+            def suffix(item: _Prepared, shared: int = shared) -> int:
+                return len(item.ids) - max(item.cached, shared)
+
+            items = sorted(items, key=lambda it: (suffix(it), len(it.ids)), reverse=True)
             batch: list[_Prepared] = []
             longest = 0
             for item in items:
                 new_longest = max(longest, len(item.ids))
                 cost = (len(batch) + 1) * (new_longest + max_new)
-                # Sorted longest first: batch[0] holds the longest suffix, item the shortest.
+                # Sorted longest suffix first: batch[0] holds the longest, item the shortest.
                 uneven = False
                 if batch and self.max_pad_ratio is not None:
-                    top, low = len(batch[0].ids) - shared, len(item.ids) - shared
+                    top, low = suffix(batch[0]), suffix(item)
                     uneven = top > self.max_pad_ratio * low and top - low > _PAD_SLACK
                 if batch and (cost > self.max_batch_tokens or len(batch) >= self.max_batch_size or uneven):
                     batches.append(batch)
@@ -447,7 +494,15 @@ class TransformersBackend(Backend):
             except Exception as exc:  # noqa: BLE001 - a template error is this request's problem only
                 outputs[i] = GenerationOutput(text="", error=f"chat template failed: {type(exc).__name__}: {exc}")
         was_training = bool(getattr(self.model, "training", False))
-        self._check_prefix_lru()
+        self._check_prefix_store()
+        if self.prefix_cache and prepared and self._supports_prefix_cache():
+            for item in prepared:
+                # At least one prompt token must be fed: it produces the first logits.
+                hit, layers = self._prefix_store.lookup(item.ids, limit=len(item.ids) - 1)
+                if hit >= max(self.min_prefix_tokens, 1):
+                    item.cached, item.cached_layers = hit, layers
+        # Replies are worth keeping only while the weights stay as they are (eval, not training).
+        self._keep_replies = not was_training
         self.model.eval()
         try:
             with torch.inference_mode():
@@ -455,17 +510,19 @@ class TransformersBackend(Backend):
                     for item, out in zip(batch, self._run_batch(batch)):
                         outputs[item.index] = out
         finally:
+            for item in prepared:
+                item.cached_layers = None  # views into the store: let evicted entries go
             if was_training:
                 self.model.train()
                 # A model in training is about to be updated: its cached prefixes would be stale
                 # anyway, so give their memory back to the training step now.
-                self._prefix_lru.clear()
+                self._prefix_store.clear()
         return [out if out is not None else GenerationOutput(text="", error="not generated") for out in outputs]
 
     def clear_prefix_cache(self) -> None:
         """Forget the prefix KV caches kept across calls (e.g. after changing weights by hand in a
         way the version check cannot see, such as swapping ``.data``)."""
-        self._prefix_lru.clear()
+        self._prefix_store.clear()
 
     def _weights_stamp(self) -> Any:
         """Changes whenever the weights (or the active adapter) may have changed.
@@ -487,15 +544,15 @@ class TransformersBackend(Backend):
             adapters,
         )
 
-    def _check_prefix_lru(self) -> None:
+    def _check_prefix_store(self) -> None:
         """Drop cross-call prefix caches computed with other weights (the trainer updates the
         policy between calls)."""
-        if not self.prefix_cache and not self._prefix_lru.entries:
+        if not self.prefix_cache and not self._prefix_store.entries:
             return
         stamp = self._weights_stamp()
-        if stamp != self._prefix_lru.stamp:
-            self._prefix_lru.clear()
-            self._prefix_lru.stamp = stamp
+        if stamp != self._prefix_store.stamp:
+            self._prefix_store.clear()
+            self._prefix_store.stamp = stamp
 
     def _run_batch(self, batch: list[_Prepared]) -> list[GenerationOutput]:
         """Generate one batch; on out-of-memory, halve it and retry."""
@@ -571,7 +628,7 @@ class TransformersBackend(Backend):
         """Batch-1 KV of ``prefix``: taken from the LRU as far as it goes, the rest computed."""
         from transformers import DynamicCache
 
-        reused, layers = self._prefix_lru.lookup(prefix)
+        reused, layers = self._prefix_store.lookup(prefix)
         self.prefix_stats.reused_tokens += reused
         if reused == len(prefix) and layers is not None:
             return layers
@@ -582,53 +639,105 @@ class TransformersBackend(Backend):
         self.model(input_ids=ids, position_ids=positions, past_key_values=cache, use_cache=True, **self._head_kwargs())
         self.prefix_stats.computed_tokens += len(prefix) - reused
         layers = [(layer.keys, layer.values) for layer in cache.layers]
-        self._prefix_lru.put(prefix, layers)
+        self._prefix_store.put(prefix, layers)
         return layers
 
-    def _layout(self, batch: list[_Prepared]) -> tuple[torch.Tensor, torch.Tensor, Any]:
-        """``input_ids``, ``attention_mask`` and (with a shared prefix) the pre-filled cache."""
+    def _layout(self, batch: list[_Prepared]) -> tuple[torch.Tensor, torch.Tensor, Any, list[int]]:
+        """``input_ids``, ``attention_mask``, the pre-filled cache (None without prefix caching)
+        and each row's reused head length.
+
+        Row ``r`` reuses ``c_r`` tokens (its own cached history, or the batch's shared prefix
+        prefilled once) and prefills the rest. Columns: ``[pad][head_r | C][pad][suffix_r]``,
+        heads right-aligned at column ``C = max c_r``, suffixes right-aligned at the end, where
+        decoding starts; generate() derives positions as ``cumsum(mask) - 1``, so every real
+        token gets the position it has without padding. Without any reuse this is plain left
+        padding.
+        """
         from transformers import DynamicCache
 
         stats = self.prefix_stats
         stats.batches += 1
         stats.prompt_tokens += sum(len(item.ids) for item in batch)
-        shared = self._shared_prefix_length(batch)
-        suffixes = [item.ids[shared:] for item in batch]
-        suffix_width = max(len(s) for s in suffixes)
-        width = shared + suffix_width
-        # [shared prefix][padding][suffix]: every row's last prompt token sits in the last
-        # column, where decoding starts; with shared == 0 this is plain left padding.
+        caching = self.prefix_cache and self._supports_prefix_cache()
+        heads = [item.cached if caching else 0 for item in batch]
+        sources: list[list[tuple[torch.Tensor, torch.Tensor]] | None] = [item.cached_layers for item in batch]
+        shared = self._shared_prefix_length(batch) if caching else 0
+        if shared and any(h < shared for h in heads):
+            shared_layers = self._prefix_layers(batch[0].ids[:shared])
+            for row, head in enumerate(heads):
+                if head < shared:
+                    heads[row], sources[row] = shared, shared_layers
+        for row, head in enumerate(heads):
+            if head and sources[row] is batch[row].cached_layers:
+                stats.reused_tokens += head
+        head_width = max(heads)
+        suffixes = [item.ids[head:] for item, head in zip(batch, heads)]
+        suffix_width = max(len(x) for x in suffixes)
+        width = head_width + suffix_width
         input_ids = torch.full((len(batch), width), self.pad_token_id, dtype=torch.long)
         attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
-        if shared:
-            input_ids[:, :shared] = torch.tensor(batch[0].ids[:shared], dtype=torch.long)
-            attention_mask[:, :shared] = 1
-        for row, suffix in enumerate(suffixes):
+        for row, (item, head, suffix) in enumerate(zip(batch, heads, suffixes)):
+            if head:
+                input_ids[row, head_width - head : head_width] = torch.tensor(item.ids[:head], dtype=torch.long)
+                attention_mask[row, head_width - head : head_width] = 1
             input_ids[row, width - len(suffix) :] = torch.tensor(suffix, dtype=torch.long)
             attention_mask[row, width - len(suffix) :] = 1
-        real = sum(len(s) for s in suffixes)
+        real = sum(len(x) for x in suffixes)
         stats.computed_tokens += real
         stats.padding_tokens += len(batch) * suffix_width - real
-        if not shared:
-            return input_ids, attention_mask, None
-        stats.cached_batches += 1
-        layers = self._prefix_layers(batch[0].ids[:shared])
-        rows = len(batch)
-        # Room for the prompt and every new token, so decoding writes in place. expand() is a
-        # view: the rows' copies are made once, in the buffers (the LRU entry is never written).
+        if not caching:
+            return input_ids, attention_mask, None, heads
+        if head_width:
+            stats.cached_batches += 1
+        # Room for the prompt and every new token, so decoding writes in place.
         capacity = width + batch[0].request.sampling.max_new_tokens
         cache = DynamicCache(config=self._text_config())
-        cache.layers = [_preallocated_layer(capacity) for _ in layers]
-        for layer, (k, v) in zip(cache.layers, layers):
-            layer.update(k.expand(rows, -1, -1, -1), v.expand(rows, -1, -1, -1))
-        return input_ids, attention_mask, cache
+        cache.layers = [_preallocated_layer(capacity) for _ in range(self._num_layers())]
+        if head_width:
+            device = self.device
+            for index, layer in enumerate(cache.layers):
+                keys = values = None
+                for row, (head, layers) in enumerate(zip(heads, sources)):
+                    if not head:
+                        continue
+                    k, v = layers[index]
+                    if keys is None:
+                        keys = k.new_zeros((len(batch), k.shape[1], head_width, k.shape[3]))
+                        values = v.new_zeros((len(batch), v.shape[1], head_width, v.shape[3]))
+                    keys[row, :, head_width - head :] = k[0, :, :head]
+                    values[row, :, head_width - head :] = v[0, :, :head]
+                layer.update(keys.to(device), values.to(device))
+        return input_ids, attention_mask, cache, heads
+
+    def _num_layers(self) -> int:
+        from transformers import DynamicCache
+
+        return len(DynamicCache(config=self._text_config()).layers)
+
+    def _keep_rows(self, batch: list[_Prepared], cache: Any, attention_mask: torch.Tensor, generated: list[list[int]]) -> None:
+        """Put each row's prompt + reply KV into the prefix store, so the row's next call (the
+        conversation's next turn, or a JOSH child's) prefills only what is new."""
+        length = cache.get_seq_length()
+        width = attention_mask.shape[1]
+        eos = set(self.eos_token_ids)
+        layers = [(layer.keys, layer.values) for layer in cache.layers]
+        for row, (item, tokens) in enumerate(zip(batch, generated)):
+            # Tokens fed back so far (the last sampled token never was), up to the row's end.
+            fed = tokens[: max(length - width, 0)]
+            end = next((i + 1 for i, tok in enumerate(fed) if tok in eos), len(fed))
+            fed = fed[:end]
+            columns = torch.cat(
+                [attention_mask[row].nonzero().squeeze(-1), torch.arange(width, width + len(fed))]
+            ).to(layers[0][0].device)
+            kept = [(k[row : row + 1, :, columns].clone(), v[row : row + 1, :, columns].clone()) for k, v in layers]
+            self._prefix_store.put(item.ids + fed, kept)
 
     def _generate_batch(self, batch: list[_Prepared]) -> list[GenerationOutput]:
         from transformers import GenerationConfig
 
         self.batch_sizes.append(len(batch))
         sampling = batch[0].request.sampling
-        input_ids, attention_mask, cache = self._layout(batch)
+        input_ids, attention_mask, cache, _ = self._layout(batch)
         width = input_ids.shape[1]
         # A fresh config: the request's SamplingParams are authoritative, not the checkpoint's
         # sampling defaults (Qwen ships do_sample=True, repetition_penalty=1.05, ...).
@@ -663,6 +772,8 @@ class TransformersBackend(Backend):
             **extra,
         )
         generated = sequences[:, width:].tolist()
+        if cache is not None and self._keep_replies and self._prefix_store.capacity > 0:
+            self._keep_rows(batch, cache, attention_mask, generated)
         return [self._finish(item, row) for item, row in zip(batch, generated)]
 
     def _finish(self, item: _Prepared, tokens: list[int]) -> GenerationOutput:
