@@ -15,6 +15,7 @@ TRL_COMMANDS = {
     "evaluate": ("josh_hf.commands.evaluate", "run an agent against simulated users on ToolWOZ and score it"),
     "harvest": ("josh_hf.commands.harvest", "run JOSH's tree search on ToolWOZ tasks and save every task's tree"),
     "train": ("josh_hf.commands.train", "JOSH rounds: harvest with the current policy, then SFT/KTO/DPO on it (TRL)"),
+    "demo": ("josh_hf.commands.demo", "the whole pipeline offline at a small scale: build, train from scratch, evaluate, JOSH, evaluate"),
 }
 
 

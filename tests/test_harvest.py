@@ -578,3 +578,13 @@ def test_harvest_of_a_real_react_search_tree(tmp_path):
     svg = render_svg(rec)
     assert svg.count('<g class="node ') == len(rec.nodes)
     assert sorted(int(i) for i in re.findall(r'<g class="node golden" data-id="(\d+)"', svg)) == rec.golden_path
+
+
+def test_empty_harvest_gives_typed_empty_datasets() -> None:
+    """A round where no task succeeded: empty tables with the right columns, not an error."""
+    from josh_hf.josh.harvest import dpo_dataset, kto_dataset, sft_dataset
+
+    for build, columns in ((sft_dataset, {"messages"}), (kto_dataset, {"prompt", "completion", "label"}),
+                           (dpo_dataset, {"prompt", "chosen", "rejected"})):
+        ds = build([])
+        assert len(ds) == 0 and set(ds.column_names) == columns | {"tools", "task_id"}

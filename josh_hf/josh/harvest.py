@@ -349,7 +349,10 @@ def _features(kind: str):
 def _dataset(rows: list[dict[str, Any]], kind: str):
     from datasets import Dataset
 
-    return Dataset.from_list(rows, features=_features(kind))
+    features = _features(kind)
+    if not rows:  # from_list([]) loses the columns: a harvest with no example is still a typed table
+        return Dataset.from_dict({name: [] for name in features}, features=features)
+    return Dataset.from_list(rows, features=features)
 
 
 def sft_dataset(records: Iterable[Any], *, drop_errors: bool = True):

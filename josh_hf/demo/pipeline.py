@@ -1,0 +1,197 @@
+"""The whole JOSH pipeline at a small scale, offline: ``josh-hf demo``.
+
+Stages (each writes under ``output`` and is skipped when its result is already there, so an
+interrupted demo resumes where it stopped):
+
+1. ``toolwoz/``: ToolWOZ built from MultiWOZ (``source``), plus its ``demonstrations`` config;
+2. ``base/``: a small agent trained from scratch on the demonstrations (:mod:`.scratch`);
+3. ``eval_base/``: the base agent on the first ``eval_tasks`` test tasks with the agenda user;
+4. ``josh/``: one JOSH round with :class:`~josh_hf.trainer.JOSHSFTTrainer` (harvest on
+   training tasks with the base agent, then train on the golden conversations);
+5. ``eval_josh/``: the JOSH agent on the same test tasks, same user and seeds;
+6. ``summary.json``: the before/after table with bootstrap intervals and a paired test.
+
+Demonstrations and JOSH tasks come from the training tasks (``train`` when the source has them,
+else ``validation``), never from test.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class DemoConfig:
+    """Settings of ``josh-hf demo`` (defaults: about a quarter of an hour on a 2-core CPU)."""
+
+    source: str | None = field(default=None, metadata={"help": "MultiWOZ source (folder, data.json folder, zip or URL) or a built ToolWOZ dataset; default $JOSH_HF_MULTIWOZ or ../shared/data/multiwoz."})
+    output: str = field(default="outputs/demo", metadata={"help": "Folder for every stage's files."})
+    preset: str = field(default="demo", metadata={"help": "Scratch agent preset: tiny | demo | gpu (see josh_hf.demo.scratch)."})
+    train_steps: int | None = field(default=None, metadata={"help": "Optimizer steps of the scratch agent (default: the preset's)."})
+    eval_tasks: int = field(default=100, metadata={"help": "First N ToolWOZ test tasks evaluated before and after (450 = all)."})
+    eval_trials: int = field(default=1, metadata={"help": "Conversations per test task."})
+    eval_temperature: float = field(default=0.0, metadata={"help": "Agent temperature during evaluation (0 = greedy)."})
+    josh_tasks: int = field(default=64, metadata={"help": "Training tasks searched by the JOSH round."})
+    josh_beam_size: int = field(default=8, metadata={"help": "JOSH beam (reference: 8)."})
+    josh_max_steps: int = field(default=8, metadata={"help": "JOSH steps per task (reference: 15)."})
+    josh_temperature: float = field(default=1.0, metadata={"help": "Sampling temperature of the JOSH branches."})
+    josh_learning_rate: float = field(default=5e-4, metadata={"help": "Learning rate of the JOSH-SFT step (full fine-tuning of the small agent)."})
+    josh_epochs: float = field(default=2.0, metadata={"help": "Epochs over the harvested golden conversations."})
+    max_new_tokens: int = field(default=128, metadata={"help": "New tokens per agent generation."})
+    seed: int = 0
+    overwrite: bool = field(default=False, metadata={"help": "Redo every stage instead of resuming."})
+
+    def __post_init__(self) -> None:
+        for name in ("eval_tasks", "eval_trials", "josh_tasks", "josh_beam_size", "josh_max_steps", "max_new_tokens"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.josh_temperature <= 0:
+            raise ValueError("josh_temperature must be > 0: JOSH's sibling branches must differ")
+
+
+def _training_split(toolwoz: Any) -> str:
+    return "train" if "train" in toolwoz.splits else "validation"
+
+
+def build_stage(config: DemoConfig, folder: Path):
+    """ToolWOZ + demonstrations in ``folder`` (skipped when present); returns the benchmark."""
+    from ..toolwoz import ToolWOZ
+    from ..toolwoz.hub import build_toolwoz_dataset
+    from .demonstrations import add_demonstrations_config, build_demonstrations
+
+    marker = folder / "demonstrations"
+    if not marker.exists():
+        build_toolwoz_dataset(config.source, folder)
+        toolwoz = ToolWOZ.from_dataset(folder)
+        demos = build_demonstrations(toolwoz, split=_training_split(toolwoz), sources=["synthetic"], seed=config.seed)
+        add_demonstrations_config(folder, demos)
+    return ToolWOZ.from_dataset(folder)
+
+
+def train_stage(config: DemoConfig, toolwoz_dir: Path, folder: Path) -> Path:
+    """The scratch agent in ``folder`` (skipped when a trained one is there)."""
+    from .demonstrations import load_demonstrations
+    from .scratch import train_scratch_agent
+
+    if (folder / "scratch_config.json").exists():
+        return folder
+    overrides: dict[str, Any] = {"seed": config.seed}
+    if config.train_steps is not None:
+        overrides["max_steps"] = config.train_steps
+    return train_scratch_agent(load_demonstrations(toolwoz_dir), folder, config.preset, **overrides)
+
+
+def evaluate_stage(config: DemoConfig, toolwoz: Any, model: Path, folder: Path) -> list[dict[str, Any]]:
+    """Evaluate ``model`` on the first ``eval_tasks`` test tasks (resumes a partial run)."""
+    from ..commands.evaluate import EvaluateConfig, read_transcripts, run_evaluation
+
+    ids = [t.id for t in toolwoz.split("test")][: config.eval_tasks]
+    run_evaluation(EvaluateConfig(
+        model=str(model), task_ids=ids, trials=config.eval_trials, seed=config.seed,
+        temperature=config.eval_temperature, max_new_tokens=config.max_new_tokens,
+        output=str(folder), resume=True,
+    ), toolwoz=toolwoz)
+    return read_transcripts(folder / "transcripts.jsonl")
+
+
+def josh_stage(config: DemoConfig, toolwoz: Any, base: Path, folder: Path) -> Path:
+    """One JOSH-SFT round on training tasks, starting from ``base``; the model goes to ``folder``."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from ..trainer import JOSHSFTConfig, JOSHSFTTrainer
+
+    if (folder / "josh_done.json").exists():
+        return folder
+    pool = [t.id for t in toolwoz.split(_training_split(toolwoz))]
+    args = JOSHSFTConfig(
+        output_dir=str(folder), use_cpu=not _has_cuda(), report_to="none", seed=config.seed, bf16=False,
+        josh_rounds=1, josh_tasks_per_round=min(config.josh_tasks, len(pool)), josh_task_ids=pool,
+        josh_beam_size=config.josh_beam_size, josh_max_steps=config.josh_max_steps, josh_agent_format="native",
+        josh_temperature=config.josh_temperature, josh_max_new_tokens=config.max_new_tokens,
+        use_peft=False, learning_rate=config.josh_learning_rate, num_train_epochs=config.josh_epochs,
+        lr_scheduler_type="constant", warmup_steps=0, per_device_train_batch_size=4,
+        gradient_checkpointing=False, save_strategy="no", logging_steps=5, disable_tqdm=True,
+        max_length=None, dataloader_num_workers=0,
+    )
+    model = AutoModelForCausalLM.from_pretrained(base)
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    trainer = JOSHSFTTrainer(model, args=args, processing_class=tokenizer, toolwoz=toolwoz)
+    trainer.train()
+    trainer.save_model(str(folder))
+    tokenizer.save_pretrained(folder)
+    info = trainer.josh_card_info()
+    (folder / "josh_done.json").write_text(json.dumps(info, indent=2, default=str) + "\n")
+    return folder
+
+
+def _has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def summarize(before: list[dict[str, Any]], after: list[dict[str, Any]], *, seed: int = 0) -> dict[str, Any]:
+    """Figures of both agents with 95% bootstrap intervals, and the paired test of after vs before."""
+    from ..stats import bootstrap_figures, paired_bootstrap, per_task_rewards
+
+    base, josh = per_task_rewards(before), per_task_rewards(after)
+    figures = {name: {k: v.as_dict() for k, v in bootstrap_figures(s, seed=seed).items()}
+               for name, s in (("base", base), ("josh_sft", josh))}
+    paired = {k: v.as_dict() for k, v in paired_bootstrap(base, josh, seed=seed).items()}
+    return {"figures": figures, "josh_sft_vs_base": paired, "tasks": len(set(base) & set(josh))}
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """The before/after table as text."""
+    lines = [f"{'figure':<16}{'base':>24}{'JOSH-SFT':>24}{'difference':>12}{'p':>8}"]
+    for name in ("average_reward", "success_rate", "pass^1"):
+        if name not in summary["josh_sft_vs_base"]:
+            continue
+        cells = []
+        for agent in ("base", "josh_sft"):
+            f = summary["figures"][agent][name]
+            cells.append(f"{f['estimate']:.3f} [{f['low']:.3f}, {f['high']:.3f}]")
+        pair = summary["josh_sft_vs_base"][name]
+        lines.append(f"{name:<16}{cells[0]:>24}{cells[1]:>24}{pair['difference']['estimate']:>+12.3f}{pair['p_value']:>8.3f}")
+    return "\n".join(lines)
+
+
+def run_demo(config: DemoConfig, *, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run (or resume) every stage; returns the summary (also written to ``summary.json``)."""
+    import shutil
+
+    out = Path(config.output)
+    if config.overwrite and out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float] = {}
+
+    def stage(name: str, fn: Callable[[], Any]) -> Any:
+        log(f"[demo] {name} ...")
+        started = time.perf_counter()
+        result = fn()
+        timings[name] = round(time.perf_counter() - started, 1)
+        log(f"[demo] {name} done in {timings[name]:.0f} s")
+        return result
+
+    toolwoz = stage("build ToolWOZ + demonstrations", lambda: build_stage(config, out / "toolwoz"))
+    base = stage("train the scratch agent", lambda: train_stage(config, out / "toolwoz", out / "base"))
+    before = stage("evaluate the base agent", lambda: evaluate_stage(config, toolwoz, base, out / "eval_base"))
+    josh = stage("JOSH round (harvest + SFT)", lambda: josh_stage(config, toolwoz, base, out / "josh"))
+    after = stage("evaluate the JOSH agent", lambda: evaluate_stage(config, toolwoz, josh, out / "eval_josh"))
+    summary = summarize(before, after, seed=config.seed)
+    harvest = json.loads((josh / "josh_done.json").read_text())
+    summary.update({"settings": asdict(config), "seconds": timings, "josh": harvest})
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    return summary
+
+
+__all__ = ["DemoConfig", "format_summary", "run_demo", "summarize"]
