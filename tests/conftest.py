@@ -41,3 +41,22 @@ def private_datasets_cache(tmp_path_factory: pytest.TempPathFactory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path_factory.mktemp("datasets_cache")))
         yield
+
+
+@pytest.fixture
+def wait_for_records():
+    """``wait(count, n, proc, what)``: poll until ``count()`` reaches ``n`` while the subprocess
+    ``proc`` runs (the kill-and-resume tests kill it right after); fails if it ends first."""
+    import time
+
+    def wait(count, n: int, proc, what: str, timeout: float = 240) -> None:
+        start = time.time()
+        while time.time() - start < timeout:
+            if count() >= n:
+                return
+            if proc.poll() is not None:
+                pytest.fail(f"the run ended before it could be killed (rc={proc.returncode})")
+            time.sleep(0.05)
+        pytest.fail(f"no {what} written in time")
+
+    return wait

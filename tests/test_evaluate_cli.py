@@ -7,8 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from pathlib import Path
 
 import pytest
 
@@ -55,26 +53,15 @@ def test_yaml_config_and_clear_errors(tmp_path, capsys):
     assert "split 'nope'" in capsys.readouterr().err
 
 
-def _wait_for_lines(path: Path, n: int, proc: subprocess.Popen, timeout: float = 240) -> None:
-    start = time.time()
-    while time.time() - start < timeout:
-        if path.exists() and len(read_transcripts(path)) >= n:
-            return
-        if proc.poll() is not None:
-            pytest.fail(f"evaluation ended before it could be killed (rc={proc.returncode})")
-        time.sleep(0.05)
-    pytest.fail("evaluation produced no transcripts in time")
-
-
 @pytest.mark.slow
-def test_killed_run_resumes_to_the_same_results(tmp_path):
+def test_killed_run_resumes_to_the_same_results(tmp_path, wait_for_records):
     args = ["evaluate", "--limit", "40", "--trials", "2", "--seed", "7"]
     full = tmp_path / "full"
     subprocess.run(_cli(*args, "--output", str(full)), check=True, env=ENV, capture_output=True)
 
     part = tmp_path / "part"
     proc = subprocess.Popen(_cli(*args, "--output", str(part)), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _wait_for_lines(part / "transcripts.jsonl", 10, proc)
+    wait_for_records(lambda: len(read_transcripts(part / "transcripts.jsonl")), 10, proc, "transcripts")
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     done_before = len(read_transcripts(part / "transcripts.jsonl"))

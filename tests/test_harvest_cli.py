@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -89,19 +88,8 @@ def test_bad_settings_are_refused_with_one_line(tiny_model_dir, tmp_path, capsys
     assert not Path(out).exists()
 
 
-def _wait_for_trees(path: Path, n: int, proc: subprocess.Popen, timeout: float = 240) -> None:
-    start = time.time()
-    while time.time() - start < timeout:
-        if len(list(iter_tree_dicts(path))) >= n:
-            return
-        if proc.poll() is not None:
-            pytest.fail(f"harvest ended before it could be killed (rc={proc.returncode})")
-        time.sleep(0.05)
-    pytest.fail("harvest produced no trees in time")
-
-
 @pytest.mark.slow
-def test_killed_harvest_resumes_to_the_same_trees(tiny_model_dir, tmp_path, capsys):
+def test_killed_harvest_resumes_to_the_same_trees(tiny_model_dir, tmp_path, capsys, wait_for_records):
     # One task at a time, so trees reach the disk one by one and the kill lands between them;
     # node seeds depend only on (seed, task, node), so a resumed run redoes a task exactly.
     args = _tiny_args(tiny_model_dir, "--limit", "4", "--beam_size", "2", "--max_steps", "4", "--seed", "11",
@@ -112,7 +100,7 @@ def test_killed_harvest_resumes_to_the_same_trees(tiny_model_dir, tmp_path, caps
     part = tmp_path / "part"
     proc = subprocess.Popen(_cli(*args, "--output", str(part)), env=ENV, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
-    _wait_for_trees(part / "trees.jsonl", 1, proc)
+    wait_for_records(lambda: len(list(iter_tree_dicts(part / "trees.jsonl"))), 1, proc, "trees")
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     done_before = len(list(iter_tree_dicts(part / "trees.jsonl")))

@@ -19,40 +19,25 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .arguments import AgentModelArguments, SamplingArguments, SourceArguments, UserArguments, check_user
+
 RULE_BASED = "rule-based"
 
 
 @dataclass
-class EvaluateConfig:
+class EvaluateConfig(SamplingArguments, SourceArguments, UserArguments, AgentModelArguments):
     """Settings of one ToolWOZ evaluation run."""
 
     model: str = field(default=RULE_BASED, metadata={"help": "Hub id or local path (transformers), 'openai:<model>[@<base_url>]' for a served model, or 'rule-based' (the built-in baseline)."})
-    adapter: str | None = field(default=None, metadata={"help": "PEFT adapter (Hub id or path) applied to --model, not merged."})
-    base_url: str | None = field(default=None, metadata={"help": "OpenAI-compatible server URL (vLLM, TGI, SGLang, transformers serve); implies the OpenAI backend."})
-    api_key_env: str = field(default="OPENAI_API_KEY", metadata={"help": "Environment variable holding the server's API key."})
     agent_format: str = field(default="native", metadata={"help": "'native' (the model's chat template tool calls) or 'react' (PLAN/APICALL/SPEAK, as in the reference)."})
-    user: str = field(default="agenda", metadata={"help": "User simulator: agenda | replay | llm-goal | llm-guide."})
-    user_model: str | None = field(default=None, metadata={"help": "Model of an LLM user (same forms as --model); defaults to --model's backend."})
-    user_base_url: str | None = field(default=None, metadata={"help": "OpenAI-compatible URL for the LLM user."})
-    user_temperature: float = field(default=0.0, metadata={"help": "LLM user temperature (the reference used 0)."})
-    source: str | None = field(default=None, metadata={"help": "Built ToolWOZ dataset (folder or Hub id) or a MultiWOZ source; default $JOSH_HF_MULTIWOZ or ../shared/data/multiwoz."})
     split: str = field(default="test", metadata={"help": "ToolWOZ split: test | test_full | validation | train."})
     task_ids: list[str] | None = field(default=None, metadata={"help": "Evaluate only these task ids (overrides --split)."})
     limit: int | None = field(default=None, metadata={"help": "Evaluate only the first N tasks of the split."})
     trials: int = field(default=1, metadata={"help": "Conversations per task (pass^k needs k trials)."})
     seed: int = field(default=0, metadata={"help": "Base seed; each (task, trial) derives its own."})
     temperature: float = field(default=0.0, metadata={"help": "Agent sampling temperature (0 = greedy)."})
-    top_p: float = 1.0
-    top_k: int = 0
-    max_new_tokens: int = 256
     max_visible_messages: int = field(default=15, metadata={"help": "Stop a conversation at this many user+agent messages (reference: 15)."})
     max_generations_per_turn: int = field(default=3, metadata={"help": "Model generations per agent turn (reference: 3)."})
-    system_prompt: str | None = field(default=None, metadata={"help": "Override the agent's system prompt ('{tools}' is replaced by the tool schemas)."})
-    dtype: str = "auto"
-    load_in_4bit: bool = False
-    load_in_8bit: bool = False
-    max_batch_tokens: int = field(default=16384, metadata={"help": "Token budget per generation batch (prompt + new tokens per row)."})
-    trust_remote_code: bool = False
     output: str = field(default="outputs/evaluate", metadata={"help": "Folder for transcripts.jsonl and results.json."})
     resume: bool = field(default=False, metadata={"help": "Skip conversations already in OUTPUT/transcripts.jsonl."})
     overwrite: bool = field(default=False, metadata={"help": "Start over even if OUTPUT already holds transcripts."})
@@ -60,8 +45,7 @@ class EvaluateConfig:
     def __post_init__(self) -> None:
         if self.agent_format not in ("native", "react"):
             raise ValueError(f"agent_format must be 'native' or 'react', got {self.agent_format!r}")
-        if self.user not in ("agenda", "replay", "llm-goal", "llm-guide"):
-            raise ValueError(f"user must be one of agenda, replay, llm-goal, llm-guide; got {self.user!r}")
+        check_user(self)
         for name in ("trials", "max_visible_messages", "max_generations_per_turn", "max_new_tokens"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")

@@ -22,25 +22,18 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .arguments import AgentModelArguments, SamplingArguments, SourceArguments, UserArguments, check_user
 from .evaluate import RULE_BASED, build_agent_backend, build_user, select_tasks
 
 TEST_SPLITS = ("test", "test_full")
 
 
 @dataclass
-class HarvestConfig:
+class HarvestConfig(SamplingArguments, SourceArguments, UserArguments, AgentModelArguments):
     """Settings of one JOSH harvest run."""
 
-    model: str = field(metadata={"help": "Agent model: Hub id or local path (transformers), or 'openai:<model>[@<base_url>]' for a served model."})
-    adapter: str | None = field(default=None, metadata={"help": "PEFT adapter (Hub id or path) applied to --model, not merged."})
-    base_url: str | None = field(default=None, metadata={"help": "OpenAI-compatible server URL (vLLM, TGI, SGLang, transformers serve); implies the OpenAI backend."})
-    api_key_env: str = field(default="OPENAI_API_KEY", metadata={"help": "Environment variable holding the server's API key."})
+    model: str = field(kw_only=True, metadata={"help": "Agent model: Hub id or local path (transformers), or 'openai:<model>[@<base_url>]' for a served model."})
     agent_format: str = field(default="react", metadata={"help": "'react' (PLAN/APICALL/SPEAK, the reference's default) or 'native' (the model's chat template tool calls)."})
-    user: str = field(default="agenda", metadata={"help": "User simulator: agenda | replay | llm-goal | llm-guide."})
-    user_model: str | None = field(default=None, metadata={"help": "Model of an LLM user (same forms as --model); defaults to --model's backend."})
-    user_base_url: str | None = field(default=None, metadata={"help": "OpenAI-compatible URL for the LLM user."})
-    user_temperature: float = field(default=0.0, metadata={"help": "LLM user temperature (the reference used 0)."})
-    source: str | None = field(default=None, metadata={"help": "Built ToolWOZ dataset (folder or Hub id) or a MultiWOZ source; default $JOSH_HF_MULTIWOZ or ../shared/data/multiwoz."})
     split: str = field(default="validation", metadata={"help": "ToolWOZ split to harvest. Default validation because the bundled data has no train split; with the full MultiWOZ use 'train'. Never harvest on test (it trains on the benchmark)."})
     task_ids: list[str] | None = field(default=None, metadata={"help": "Harvest only these task ids (overrides --split)."})
     limit: int | None = field(default=None, metadata={"help": "Harvest only the first N tasks of the split."})
@@ -50,16 +43,7 @@ class HarvestConfig:
     credit: str = field(default="first", metadata={"help": "'first' (reference: a collapse removes the golden leaf's goals) or 'all' (every successful leaf's goals)."})
     seed: int = field(default=0, metadata={"help": "Base seed; every node samples with a seed derived from (seed, task, node)."})
     temperature: float = field(default=1.0, metadata={"help": "Agent sampling temperature; must be > 0 (siblings must differ)."})
-    top_p: float = 1.0
-    top_k: int = 0
-    max_new_tokens: int = 256
-    system_prompt: str | None = field(default=None, metadata={"help": "Override the agent's system prompt ('{tools}' is replaced by the tool schemas)."})
     max_concurrent: int | None = field(default=None, metadata={"help": "Tasks searched at once (default: all); a finished task's place goes to the next. Lower it to bound memory or to get trees on disk sooner."})
-    dtype: str = "auto"
-    load_in_4bit: bool = False
-    load_in_8bit: bool = False
-    max_batch_tokens: int = field(default=16384, metadata={"help": "Token budget per generation batch (prompt + new tokens per row)."})
-    trust_remote_code: bool = False
     output: str = field(default="outputs/harvest", metadata={"help": "Folder for trees.jsonl and summary.json."})
     resume: bool = field(default=False, metadata={"help": "Skip tasks already in OUTPUT/trees.jsonl."})
     overwrite: bool = field(default=False, metadata={"help": "Start over even if OUTPUT already holds trees."})
@@ -75,8 +59,7 @@ class HarvestConfig:
             raise ValueError(f"limit must be >= 1, got {self.limit}")
         if self.max_concurrent is not None and self.max_concurrent < 1:
             raise ValueError(f"max_concurrent must be >= 1, got {self.max_concurrent}")
-        if self.user not in ("agenda", "replay", "llm-goal", "llm-guide"):
-            raise ValueError(f"user must be one of agenda, replay, llm-goal, llm-guide; got {self.user!r}")
+        check_user(self)
         self.josh_config()  # validates the search settings (beam, steps, format, credit)
 
     def josh_config(self):

@@ -57,78 +57,84 @@ class DemoConfig:
             raise ValueError("josh_temperature must be > 0: JOSH's sibling branches must differ")
 
 
-def _training_split(toolwoz: Any) -> str:
+def training_split(toolwoz: Any) -> str:
+    """``train`` when the source has it, else ``validation`` (the bundled data has no train split)."""
     return "train" if "train" in toolwoz.splits else "validation"
 
 
-def build_stage(config: DemoConfig, folder: Path):
-    """ToolWOZ + demonstrations in ``folder`` (skipped when present); returns the benchmark."""
+def build_stage(source: str | None, folder: Path, seed: int = 0):
+    """ToolWOZ + synthetic demonstrations in ``folder`` (skipped when present); returns the benchmark."""
     from ..toolwoz import ToolWOZ
     from ..toolwoz.hub import build_toolwoz_dataset
     from .demonstrations import add_demonstrations_config, build_demonstrations
 
-    marker = folder / "demonstrations"
-    if not marker.exists():
-        build_toolwoz_dataset(config.source, folder)
+    if not (folder / "demonstrations").exists():
+        build_toolwoz_dataset(source, folder)
         toolwoz = ToolWOZ.from_dataset(folder)
-        demos = build_demonstrations(toolwoz, split=_training_split(toolwoz), sources=["synthetic"], seed=config.seed)
+        demos = build_demonstrations(toolwoz, split=training_split(toolwoz), sources=["synthetic"], seed=seed)
         add_demonstrations_config(folder, demos)
     return ToolWOZ.from_dataset(folder)
 
 
-def train_stage(config: DemoConfig, toolwoz_dir: Path, folder: Path) -> Path:
-    """The scratch agent in ``folder`` (skipped when a trained one is there)."""
+def train_stage(toolwoz_dir: Path, folder: Path, preset: str = "demo", **overrides: Any) -> Path:
+    """The scratch agent in ``folder`` (skipped when a trained one is there); ``overrides`` are
+    :class:`~josh_hf.demo.scratch.ScratchConfig` fields."""
     from .demonstrations import load_demonstrations
     from .scratch import train_scratch_agent
 
     if (folder / "scratch_config.json").exists():
         return folder
-    overrides: dict[str, Any] = {"seed": config.seed}
-    if config.train_steps is not None:
-        overrides["max_steps"] = config.train_steps
-    return train_scratch_agent(load_demonstrations(toolwoz_dir), folder, config.preset, **overrides)
+    return train_scratch_agent(load_demonstrations(toolwoz_dir), folder, preset, **overrides)
 
 
-def evaluate_stage(config: DemoConfig, toolwoz: Any, model: Path, folder: Path) -> list[dict[str, Any]]:
-    """Evaluate ``model`` on the first ``eval_tasks`` test tasks (resumes a partial run)."""
+def evaluate_agent(toolwoz: Any, model: Path, folder: Path, task_ids: list[str], *, trials: int = 1,
+                   temperature: float = 0.0, seed: int = 0, max_new_tokens: int = 128) -> list[dict[str, Any]]:
+    """Evaluate ``model`` on ``task_ids`` with the agenda user (resumes a partial run); returns
+    the transcripts."""
     from ..commands.evaluate import EvaluateConfig, read_transcripts, run_evaluation
 
-    ids = [t.id for t in toolwoz.split("test")][: config.eval_tasks]
     run_evaluation(EvaluateConfig(
-        model=str(model), task_ids=ids, trials=config.eval_trials, seed=config.seed,
-        temperature=config.eval_temperature, max_new_tokens=config.max_new_tokens,
-        output=str(folder), resume=True,
+        model=str(model), task_ids=list(task_ids), trials=trials, seed=seed, temperature=temperature,
+        max_new_tokens=max_new_tokens, output=str(folder), resume=True,
     ), toolwoz=toolwoz)
     return read_transcripts(folder / "transcripts.jsonl")
 
 
-def josh_stage(config: DemoConfig, toolwoz: Any, base: Path, folder: Path) -> Path:
-    """One JOSH-SFT round on training tasks, starting from ``base``; the model goes to ``folder``."""
+JOSH_LEARNING_RATES = {"sft": 5e-4, "kto": 1e-4, "dpo": 1e-4}
+"""Full fine-tuning of a small scratch agent wants far larger steps than the reference's LoRA
+rates on an 8B model (SFT 2e-5, KTO 5e-7)."""
+
+
+def josh_round(toolwoz: Any, model: Path, folder: Path, task_ids: list[str], *, method: str = "sft",
+               harvest_files: list[str] | None = None, beam_size: int = 8, max_steps: int = 8,
+               temperature: float = 1.0, learning_rate: float | None = None, epochs: float = 2.0,
+               max_new_tokens: int = 128, seed: int = 0) -> Path:
+    """One JOSH round from ``model`` into ``folder`` with the JOSH trainer of ``method``: search
+    ``task_ids`` with the model and train on the harvest, or with ``harvest_files`` train on
+    earlier trees. Skipped when ``folder`` holds a finished round."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from ..trainer import JOSHSFTConfig, JOSHSFTTrainer
+    from ..trainer import CONFIG_CLASSES, TRAINER_CLASSES
 
     if (folder / "josh_done.json").exists():
         return folder
-    pool = [t.id for t in toolwoz.split(_training_split(toolwoz))]
-    args = JOSHSFTConfig(
-        output_dir=str(folder), use_cpu=not _has_cuda(), report_to="none", seed=config.seed, bf16=False,
-        josh_rounds=1, josh_tasks_per_round=min(config.josh_tasks, len(pool)), josh_task_ids=pool,
-        josh_beam_size=config.josh_beam_size, josh_max_steps=config.josh_max_steps, josh_agent_format="native",
-        josh_temperature=config.josh_temperature, josh_max_new_tokens=config.max_new_tokens,
-        use_peft=False, learning_rate=config.josh_learning_rate, num_train_epochs=config.josh_epochs,
+    args = CONFIG_CLASSES[method](
+        output_dir=str(folder), use_cpu=not _has_cuda(), report_to="none", seed=seed, bf16=False,
+        josh_rounds=1, josh_tasks_per_round=len(task_ids), josh_task_ids=list(task_ids), harvest_files=harvest_files,
+        josh_beam_size=beam_size, josh_max_steps=max_steps, josh_agent_format="native",
+        josh_temperature=temperature, josh_max_new_tokens=max_new_tokens,
+        use_peft=False, learning_rate=learning_rate or JOSH_LEARNING_RATES[method], num_train_epochs=epochs,
         lr_scheduler_type="constant", warmup_steps=0, per_device_train_batch_size=4,
         gradient_checkpointing=False, save_strategy="no", logging_steps=5, disable_tqdm=True,
         max_length=None, dataloader_num_workers=0,
     )
-    model = AutoModelForCausalLM.from_pretrained(base)
-    tokenizer = AutoTokenizer.from_pretrained(base)
-    trainer = JOSHSFTTrainer(model, args=args, processing_class=tokenizer, toolwoz=toolwoz)
+    policy = AutoModelForCausalLM.from_pretrained(model)
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    trainer = TRAINER_CLASSES[method](policy, args=args, processing_class=tokenizer, toolwoz=toolwoz)
     trainer.train()
     trainer.save_model(str(folder))
     tokenizer.save_pretrained(folder)
-    info = trainer.josh_card_info()
-    (folder / "josh_done.json").write_text(json.dumps(info, indent=2, default=str) + "\n")
+    (folder / "josh_done.json").write_text(json.dumps(trainer.josh_card_info(), indent=2, default=str) + "\n")
     return folder
 
 
@@ -182,11 +188,25 @@ def run_demo(config: DemoConfig, *, log: Callable[[str], None] = print) -> dict[
         log(f"[demo] {name} done in {timings[name]:.0f} s")
         return result
 
-    toolwoz = stage("build ToolWOZ + demonstrations", lambda: build_stage(config, out / "toolwoz"))
-    base = stage("train the scratch agent", lambda: train_stage(config, out / "toolwoz", out / "base"))
-    before = stage("evaluate the base agent", lambda: evaluate_stage(config, toolwoz, base, out / "eval_base"))
-    josh = stage("JOSH round (harvest + SFT)", lambda: josh_stage(config, toolwoz, base, out / "josh"))
-    after = stage("evaluate the JOSH agent", lambda: evaluate_stage(config, toolwoz, josh, out / "eval_josh"))
+    toolwoz = stage("build ToolWOZ + demonstrations", lambda: build_stage(config.source, out / "toolwoz", config.seed))
+    overrides: dict[str, Any] = {"seed": config.seed}
+    if config.train_steps is not None:
+        overrides["max_steps"] = config.train_steps
+    base = stage("train the scratch agent", lambda: train_stage(out / "toolwoz", out / "base", config.preset, **overrides))
+    test_ids = [t.id for t in toolwoz.split("test")][: config.eval_tasks]
+    pool = [t.id for t in toolwoz.split(training_split(toolwoz))][: config.josh_tasks]
+
+    def evaluate(model: Path, folder: str) -> list[dict[str, Any]]:
+        return evaluate_agent(toolwoz, model, out / folder, test_ids, trials=config.eval_trials,
+                              temperature=config.eval_temperature, seed=config.seed,
+                              max_new_tokens=config.max_new_tokens)
+
+    before = stage("evaluate the base agent", lambda: evaluate(base, "eval_base"))
+    josh = stage("JOSH round (harvest + SFT)", lambda: josh_round(
+        toolwoz, base, out / "josh", pool, method="sft", beam_size=config.josh_beam_size,
+        max_steps=config.josh_max_steps, temperature=config.josh_temperature, learning_rate=config.josh_learning_rate,
+        epochs=config.josh_epochs, max_new_tokens=config.max_new_tokens, seed=config.seed))
+    after = stage("evaluate the JOSH agent", lambda: evaluate(josh, "eval_josh"))
     summary = summarize(before, after, seed=config.seed)
     harvest = json.loads((josh / "josh_done.json").read_text())
     summary.update({"settings": asdict(config), "seconds": timings, "josh": harvest})
@@ -194,4 +214,14 @@ def run_demo(config: DemoConfig, *, log: Callable[[str], None] = print) -> dict[
     return summary
 
 
-__all__ = ["DemoConfig", "format_summary", "run_demo", "summarize"]
+__all__ = [
+    "DemoConfig",
+    "build_stage",
+    "evaluate_agent",
+    "format_summary",
+    "josh_round",
+    "run_demo",
+    "summarize",
+    "train_stage",
+    "training_split",
+]

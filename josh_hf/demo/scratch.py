@@ -77,6 +77,8 @@ class ScratchConfig:
     """Only conversations whose calls score at least this (1.0: those that reach the goal)."""
     # tokenizer
     vocab_size: int = 4096
+    isolate_spaces: bool = True
+    """Spaces as tokens of their own, so a value the user wrote is the same token in a tool call."""
     # model (Qwen2 architecture)
     hidden_size: int = 256
     num_layers: int = 4
@@ -141,7 +143,7 @@ def select_training_rows(demos: Dataset, config: ScratchConfig) -> Dataset:
     return demos.select(picked).select_columns(["messages", "tools"])
 
 
-def train_tokenizer(rows: Dataset, vocab_size: int):
+def train_tokenizer(rows: Dataset, vocab_size: int, isolate_spaces: bool = True):
     """A byte-level BPE tokenizer trained on ``rows`` rendered with :data:`SCRATCH_CHAT_TEMPLATE`."""
     from ..testing.tiny import build_tiny_tokenizer
 
@@ -149,7 +151,7 @@ def train_tokenizer(rows: Dataset, vocab_size: int):
     renderer = build_tiny_tokenizer([], vocab_size=300)
     renderer.chat_template = SCRATCH_CHAT_TEMPLATE
     corpus = [renderer.apply_chat_template(m, tools=t, tokenize=False) for m, t in zip(rows["messages"], rows["tools"])]
-    tokenizer = build_tiny_tokenizer(corpus, vocab_size=vocab_size)
+    tokenizer = build_tiny_tokenizer(corpus, vocab_size=vocab_size, isolate_spaces=isolate_spaces)
     tokenizer.chat_template = SCRATCH_CHAT_TEMPLATE
     return tokenizer
 
@@ -201,7 +203,7 @@ def train_scratch_agent(
     started = time.perf_counter()
     set_seed(config.seed)
     rows = select_training_rows(demos, config)
-    tokenizer = train_tokenizer(rows, config.vocab_size)
+    tokenizer = train_tokenizer(rows, config.vocab_size, config.isolate_spaces)
     model = build_model(tokenizer, config)
     use_cpu = not torch.cuda.is_available()
     args = SFTConfig(

@@ -195,14 +195,24 @@ def default_corpus() -> list[str]:
     return lines * 4
 
 
-def build_tiny_tokenizer(corpus: Iterable[str] | None = None, *, vocab_size: int = 1024):
+def build_tiny_tokenizer(corpus: Iterable[str] | None = None, *, vocab_size: int = 1024, isolate_spaces: bool = False):
     """Train a byte-level BPE tokenizer on ``corpus`` (plus the built-in one) and wrap it as a
-    ``PreTrainedTokenizerFast`` with ChatML special tokens, the chat template and a response template."""
+    ``PreTrainedTokenizerFast`` with ChatML special tokens, the chat template and a response template.
+
+    ``isolate_spaces`` makes every space its own token, so a word is the same token wherever it
+    stands: ``thai`` in "serve thai food" and in ``{"food": "thai"}`` (byte-level BPE otherwise
+    has ``Ġthai`` for one and ``thai`` for the other). Prompts get longer, but copying a value
+    from the conversation into a tool call becomes an identity copy, which a small model trained
+    from scratch learns far sooner.
+    """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.pre_tokenizer = (
+        pre_tokenizers.Sequence([pre_tokenizers.Split(" ", behavior="isolated"), byte_level]) if isolate_spaces else byte_level
+    )
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
