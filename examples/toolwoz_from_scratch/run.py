@@ -29,6 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from josh_hf.demo.pipeline import build_stage, evaluate_agent, josh_round, train_stage, training_split
+from josh_hf.josh.harvest import harvest_counts
+from josh_hf.josh.tree import iter_tree_dicts
 from josh_hf.stats import bootstrap_figures, paired_bootstrap, per_task_rewards
 
 METHODS = ("sft", "kto", "dpo")
@@ -39,7 +41,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--source", default=None, help="MultiWOZ source (default: $JOSH_HF_MULTIWOZ or ../shared/data/multiwoz)")
     p.add_argument("--output", default="outputs/from_scratch")
     p.add_argument("--preset", default="demo", help="scratch agent preset (tiny | demo | gpu)")
-    p.add_argument("--train-steps", type=int, default=300, help="optimizer steps of the base agent (None: the preset's)")
+    p.add_argument("--train-steps", type=int, default=None, help="optimizer steps of the base agent (default: the preset's)")
     p.add_argument("--base-model", default=None, help="start from this model instead of training one (any Hub id or path)")
     p.add_argument("--test-tasks", type=int, default=450, help="first N test tasks (450 = the whole test split)")
     p.add_argument("--eval-trials", type=int, default=3)
@@ -146,7 +148,13 @@ def main(argv: list[str] | None = None) -> int:
     agents[f"josh-{first}"] = {"path": josh_round(toolwoz, base, out / f"r1_{first}", round_tasks[0], method=first, **common),
                                "method": first, "round": 1}
     trees = sorted(str(p) for p in (out / f"r1_{first}").rglob("trees.jsonl"))
+    counts = harvest_counts([r for path in trees for r in iter_tree_dicts(path)])
+    log(f"round 1 harvest: {counts}")
+    available = {"sft": counts["sft"], "kto": counts["kto_desirable"] + counts["kto_undesirable"], "dpo": counts["dpo"]}
     for method in args.methods[1:]:
+        if not available[method]:
+            log(f"round 1: no {method.upper()} examples in the harvest: JOSH-{method.upper()} is not trained")
+            continue
         log(f"round 1: JOSH-{method.upper()} on the same trees")
         agents[f"josh-{method}"] = {"path": josh_round(toolwoz, base, out / f"r1_{method}", round_tasks[0], method=method,
                                                        harvest_files=trees, **common), "method": method, "round": 1}
@@ -157,12 +165,12 @@ def main(argv: list[str] | None = None) -> int:
                                      temperature=temperature, seed=args.seed, max_new_tokens=args.max_new_tokens)
         return per_task_rewards(transcripts)
 
-    if not args.no_round_2 and len(args.methods) >= 1:
+    if not args.no_round_2:
         dev_scores = {}
-        for method in args.methods:
+        for method in [m for m in args.methods if f"josh-{m}" in agents]:
             scores = evaluate(f"josh-{method}", f"dev_{method}", dev, 1, 0.0) if dev else {}
             dev_scores[method] = sum(sum(v) / len(v) for v in scores.values()) / max(1, len(scores))
-        best = max(args.methods, key=lambda m: (dev_scores[m], -args.methods.index(m)))
+        best = max(dev_scores, key=lambda m: (dev_scores[m], -args.methods.index(m)))
         log(f"dev average reward per method: {dev_scores}; round 2 with JOSH-{best.upper()}")
         agents[f"josh-{best} round 2"] = {
             "path": josh_round(toolwoz, agents[f"josh-{best}"]["path"], out / f"r2_{best}", round_tasks[1], method=best, **common),
