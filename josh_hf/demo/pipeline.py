@@ -30,7 +30,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class DemoConfig:
-    """Settings of ``josh-hf demo`` (defaults: about a quarter of an hour on a 2-core CPU)."""
+    """Settings of ``josh-hf demo`` (defaults: under 20 minutes on an idle 2-core CPU, most of it training)."""
 
     source: str | None = field(default=None, metadata={"help": "MultiWOZ source (folder, data.json folder, zip or URL) or a built ToolWOZ dataset; default $JOSH_HF_MULTIWOZ or ../shared/data/multiwoz."})
     output: str = field(default="outputs/demo", metadata={"help": "Folder for every stage's files."})
@@ -39,9 +39,9 @@ class DemoConfig:
     eval_tasks: int = field(default=100, metadata={"help": "First N ToolWOZ test tasks evaluated before and after (450 = all)."})
     eval_trials: int = field(default=1, metadata={"help": "Conversations per test task."})
     eval_temperature: float = field(default=0.0, metadata={"help": "Agent temperature during evaluation (0 = greedy)."})
-    josh_tasks: int = field(default=64, metadata={"help": "Training tasks searched by the JOSH round."})
+    josh_tasks: int = field(default=48, metadata={"help": "Training tasks searched by the JOSH round."})
     josh_beam_size: int = field(default=8, metadata={"help": "JOSH beam (reference: 8)."})
-    josh_max_steps: int = field(default=8, metadata={"help": "JOSH steps per task (reference: 15)."})
+    josh_max_steps: int = field(default=6, metadata={"help": "JOSH steps per task (reference: 15)."})
     josh_temperature: float = field(default=1.0, metadata={"help": "Sampling temperature of the JOSH branches."})
     josh_learning_rate: float = field(default=5e-4, metadata={"help": "Learning rate of the JOSH-SFT step (full fine-tuning of the small agent)."})
     josh_epochs: float = field(default=2.0, metadata={"help": "Epochs over the harvested golden conversations."})

@@ -1,0 +1,36 @@
+"""The from-scratch experiment script (examples/toolwoz_from_scratch/run.py) at the ``tiny``
+scale: every stage runs and the table, JSON and plot are written."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "toolwoz_from_scratch" / "run.py"
+
+
+@pytest.mark.slow
+def test_experiment_script_runs_at_tiny_scale(tmp_path: Path, capsys) -> None:
+    pytest.importorskip("matplotlib")
+    spec = importlib.util.spec_from_file_location("toolwoz_from_scratch", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path / "exp"
+    rc = module.main(["--output", str(out), "--preset", "tiny", "--train-steps", "2", "--test-tasks", "3",
+                      "--eval-trials", "2", "--dev-tasks", "2", "--josh-tasks", "2", "--beam-size", "2",
+                      "--max-steps", "2", "--max-new-tokens", "8", "--epochs", "1", "--bootstrap-samples", "100"])
+    assert rc == 0
+    results = json.loads((out / "results.json").read_text())
+    names = [row["agent"] for row in results["rows"]]
+    assert names[0] == "base" and "josh-sft" in names and names[-1].endswith("round 2")
+    assert results["test_tasks"] == 3 and results["device"]
+    for row in results["rows"]:
+        assert set(row["figures"]) >= {"average_reward", "success_rate", "pass^1", "pass^2"}
+        assert ("vs_base" in row) == (row["agent"] != "base")
+    table = (out / "results.md").read_text()
+    assert table.startswith("| agent |") and table.count("\n") == len(names) + 2
+    assert (out / "success.png").read_bytes()[:4] == b"\x89PNG"
+    assert "| base |" in capsys.readouterr().out
