@@ -25,7 +25,9 @@ def test_experiment_script_runs_at_tiny_scale(tmp_path: Path, capsys) -> None:
     assert rc == 0
     results = json.loads((out / "results.json").read_text())
     names = [row["agent"] for row in results["rows"]]
-    assert names[0] == "base" and "josh-sft" in names and names[-1].endswith("round 2")
+    # A tiny random agent earns no reward, so no round trains anything: agents that were not
+    # optimised are dropped (they would equal the base) and there is no round 2.
+    assert names == ["base"]
     assert results["test_tasks"] == 3 and results["device"]
     for row in results["rows"]:
         assert set(row["figures"]) >= {"average_reward", "success_rate", "pass^1", "pass^2"}
@@ -33,4 +35,5 @@ def test_experiment_script_runs_at_tiny_scale(tmp_path: Path, capsys) -> None:
     table = (out / "results.md").read_text()
     assert table.startswith("| agent |") and table.count("\n") == len(names) + 2
     assert (out / "success.png").read_bytes()[:4] == b"\x89PNG"
-    assert "| base |" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "| base |" in captured.out and "is not trained" in captured.err and "no round 2" in captured.err

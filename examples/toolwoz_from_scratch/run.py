@@ -68,6 +68,12 @@ def device_name() -> str:
     return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
+def trained(folder: Path) -> bool:
+    """Whether a JOSH round folder's model was actually optimised (a round with no examples is not)."""
+    rounds = json.loads((folder / "josh_done.json").read_text()).get("rounds") or []
+    return any(r.get("trained") for r in rounds)
+
+
 def plot(rows: list[dict[str, Any]], path: Path) -> None:
     """Success rate (with its 95% interval) per round, one line per method from the base."""
     import matplotlib
@@ -148,6 +154,9 @@ def main(argv: list[str] | None = None) -> int:
     agents[f"josh-{first}"] = {"path": josh_round(toolwoz, base, out / f"r1_{first}", round_tasks[0], method=first, **common),
                                "method": first, "round": 1}
     trees = sorted(str(p) for p in (out / f"r1_{first}").rglob("trees.jsonl"))
+    if not trained(agents[f"josh-{first}"]["path"]):
+        log(f"round 1: the harvest had no {first.upper()} examples: JOSH-{first.upper()} is not trained (it would equal the base)")
+        del agents[f"josh-{first}"]
     counts = harvest_counts([r for path in trees for r in iter_tree_dicts(path)])
     log(f"round 1 harvest: {counts}")
     available = {"sft": counts["sft"], "kto": counts["kto_desirable"] + counts["kto_undesirable"], "dpo": counts["dpo"]}
@@ -165,12 +174,16 @@ def main(argv: list[str] | None = None) -> int:
                                      temperature=temperature, seed=args.seed, max_new_tokens=args.max_new_tokens)
         return per_task_rewards(transcripts)
 
+    best = None
     if not args.no_round_2:
         dev_scores = {}
         for method in [m for m in args.methods if f"josh-{m}" in agents]:
             scores = evaluate(f"josh-{method}", f"dev_{method}", dev, 1, 0.0) if dev else {}
             dev_scores[method] = sum(sum(v) / len(v) for v in scores.values()) / max(1, len(scores))
-        best = max(dev_scores, key=lambda m: (dev_scores[m], -args.methods.index(m)))
+        if not dev_scores:
+            log("no round-1 agent was trained: no round 2")
+        best = max(dev_scores, key=lambda m: (dev_scores[m], -args.methods.index(m)), default=None)
+    if not args.no_round_2 and best is not None:
         log(f"dev average reward per method: {dev_scores}; round 2 with JOSH-{best.upper()}")
         agents[f"josh-{best} round 2"] = {
             "path": josh_round(toolwoz, agents[f"josh-{best}"]["path"], out / f"r2_{best}", round_tasks[1], method=best, **common),

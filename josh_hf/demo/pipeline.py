@@ -97,7 +97,9 @@ def evaluate_agent(toolwoz: Any, model: Path, folder: Path, task_ids: list[str],
         model=str(model), task_ids=list(task_ids), trials=trials, seed=seed, temperature=temperature,
         max_new_tokens=max_new_tokens, output=str(folder), resume=True,
     ), toolwoz=toolwoz)
-    return read_transcripts(folder / "transcripts.jsonl")
+    # Only this run's (task, trial) pairs: a folder resumed with fewer trials may hold more.
+    wanted = set(task_ids)
+    return [t for t in read_transcripts(folder / "transcripts.jsonl") if t["task_id"] in wanted and int(t["trial"]) < trials]
 
 
 JOSH_LEARNING_RATES = {"sft": 5e-4, "kto": 1e-4, "dpo": 1e-4}
