@@ -386,6 +386,7 @@ class TransformersBackend(Backend):
         self._prefix_store = _PrefixStore(prefix_cache_entries, prefix_cache_tokens)
         self._prefix_supported: bool | None = None
         self._keep_replies = True
+        self._kv_layers: int | None = None
 
         config = getattr(self.model, "config", None)
         self.model_type: str | None = getattr(config, "model_type", None)
@@ -710,9 +711,12 @@ class TransformersBackend(Backend):
         return input_ids, attention_mask, cache, heads
 
     def _num_layers(self) -> int:
-        from transformers import DynamicCache
+        """KV layers of the model's cache (computed once: building a cache per batch is waste)."""
+        if self._kv_layers is None:
+            from transformers import DynamicCache
 
-        return len(DynamicCache(config=self._text_config()).layers)
+            self._kv_layers = len(DynamicCache(config=self._text_config()).layers)
+        return self._kv_layers
 
     def _keep_rows(self, batch: list[_Prepared], cache: Any, attention_mask: torch.Tensor, generated: list[list[int]]) -> None:
         """Put each row's prompt + reply KV into the prefix store, so the row's next call (the
