@@ -175,15 +175,15 @@ class PrefixStats:
     batches: int = 0
     """``generate`` calls made."""
     cached_batches: int = 0
-    """Calls that prefilled a shared prefix once instead of once per row."""
+    """Calls in which at least one row resumed from a cached head (its own history or the batch's shared prefix)."""
     prompt_tokens: int = 0
     """Sum of the full prompt lengths of all rows."""
     computed_tokens: int = 0
-    """Real (non-pad) prompt tokens run through the model: shared-prefix tokens once, suffixes per row."""
+    """Real (non-pad) prompt tokens run through the model: a batch's shared prefix once, each row's uncached rest."""
     padding_tokens: int = 0
     """Pad slots run through prefill."""
     reused_tokens: int = 0
-    """Shared-prefix tokens taken from the cross-call LRU instead of being recomputed (once per call)."""
+    """Prompt tokens whose KV came from the prefix store instead of being recomputed (summed over rows)."""
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
