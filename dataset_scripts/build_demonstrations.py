@@ -26,13 +26,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", default=None, help="Tasks to draw from (default: train if present, else validation).")
     parser.add_argument("--sources", nargs="+", default=list(SOURCES), choices=SOURCES)
     parser.add_argument("--seed", type=int, default=0, help="Seed of the synthetic conversations.")
+    parser.add_argument("--synthetic-trials", type=int, default=1, help="Synthetic conversations per task (one seed each).")
     parser.add_argument("--limit", type=int, default=None, help="Only the first N tasks (for a quick look).")
     parser.add_argument("--push-to-hub", default=None, metavar="REPO_ID", help="Upload the folder to this dataset repo.")
     parser.add_argument("--private", action="store_true")
     args = parser.parse_args(argv)
 
     toolwoz = ToolWOZ.from_dataset(args.dataset)
-    ds = build_demonstrations(toolwoz, split=args.split, sources=args.sources, seed=args.seed, limit=args.limit)
+    ds = build_demonstrations(toolwoz, split=args.split, sources=args.sources, seed=args.seed,
+                               synthetic_trials=args.synthetic_trials, limit=args.limit)
     paths = add_demonstrations_config(args.dataset, ds)
     print(f"wrote {len(ds)} demonstrations to {args.dataset}: {', '.join(paths)}")
     print(json.dumps(demonstration_stats(ds), indent=2))

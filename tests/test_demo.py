@@ -44,9 +44,15 @@ def test_demo_runs_every_stage_and_resumes(tmp_path: Path, capsys) -> None:
     assert (out / "eval_josh" / "transcripts.jsonl").read_text() == transcripts
     assert json.loads((out / "summary.json").read_text())["figures"] == summary["figures"]
 
+    # Resuming with demonstrations of other settings is refused, not silently mixed.
+    with pytest.raises(ValueError, match="synthetic_trials"):
+        main(["demo", *ARGS, "--output", str(out), "--synthetic_trials", "2"])
+
 
 def test_demo_config_rejects_bad_settings() -> None:
     with pytest.raises(ValueError, match="josh_temperature"):
         DemoConfig(josh_temperature=0.0)
     with pytest.raises(ValueError, match="eval_tasks"):
         DemoConfig(eval_tasks=0)
+    with pytest.raises(ValueError, match="synthetic_trials"):
+        DemoConfig(synthetic_trials=0)

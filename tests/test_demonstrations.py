@@ -146,6 +146,21 @@ def test_synthetic_conversations_are_scored_by_the_env(tw: ToolWOZ) -> None:
     assert [r["reward"] for r in rows] == [1.0, 1.0, 1.0, 1.0]
 
 
+def test_synthetic_trials_vary_the_wording_not_the_goal(tw: ToolWOZ) -> None:
+    ds = build_demonstrations(tw, split="validation", sources=["synthetic"], synthetic_trials=3, limit=4)
+    ids = training_task_ids(tw)[:4]
+    assert list(ds["task_id"]) == [i for i in ids for _ in range(3)]
+    for k, task_id in enumerate(ids):
+        trials = ds.select(range(3 * k, 3 * k + 3))
+        openings = {r["messages"][1]["content"] for r in trials}
+        # Each trial has its own seed, so the user's first request is worded differently ...
+        assert len(openings) > 1, openings
+        # ... while the goal stays the task's: the rule-based agent reaches it every time.
+        assert list(trials["reward"]) == [1.0, 1.0, 1.0]
+    with pytest.raises(ValueError, match="synthetic_trials"):
+        build_demonstrations(tw, split="validation", sources=["synthetic"], synthetic_trials=0)
+
+
 # -- the dataset config ---------------------------------------------------------------------------
 
 
@@ -229,3 +244,21 @@ def test_tiny_scratch_training_gives_a_loadable_agent(small_demos: datasets.Data
 
     other = AutoModelForCausalLM.from_pretrained(again)
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), other.state_dict().values()))
+
+
+@pytest.mark.slow
+def test_train_stage_leaves_out_the_dev_tasks(tw: ToolWOZ, small_demos: datasets.Dataset, tmp_path: Path) -> None:
+    from josh_hf.demo.pipeline import train_stage
+
+    folder = tmp_path / "toolwoz"
+    write_dataset(tw, folder, source_description="test")
+    add_demonstrations_config(folder, small_demos)
+    ids = list(dict.fromkeys(small_demos["task_id"]))
+    out = train_stage(folder, tmp_path / "base", "tiny", exclude_tasks=ids[:2], max_steps=1)
+    info = json.loads((out / "scratch_config.json").read_text())
+    # tiny takes up to 8 synthetic + 4 MultiWOZ conversations that reach the goal: here, every
+    # such row of the 4 tasks left.
+    kept = [(t, s) for t, s, r in zip(small_demos["task_id"], small_demos["source"], small_demos["reward"])
+            if r >= 1.0 and t not in ids[:2]]
+    assert len(kept) < 12 and len({t for t, _ in kept}) >= 2
+    assert info["task_ids"] == sorted({t for t, _ in kept}) and info["conversations"] == len(kept)

@@ -181,6 +181,27 @@ def test_temperature_zero_is_refused():
         JOSHConfig(beam_size=0)
 
 
+def test_harvest_command_and_trainer_configs_give_the_same_search():
+    from josh_hf.commands.harvest import HarvestConfig
+    from josh_hf.trainer import JOSHKTOConfig
+
+    expected = JOSHConfig(beam_size=4, max_steps=5, max_generations_per_turn=2, agent_format="native",
+                          sampling=SamplingParams(temperature=0.8, top_p=0.9, top_k=20, max_new_tokens=96),
+                          seed=7, credit="all", system_prompt="Be brief. {tools}")
+    command = HarvestConfig(model="m", beam_size=4, max_steps=5, max_generations_per_turn=2, agent_format="native",
+                            temperature=0.8, top_p=0.9, top_k=20, max_new_tokens=96, seed=7, credit="all",
+                            system_prompt="Be brief. {tools}")
+    trainer = JOSHKTOConfig(output_dir="unused", use_cpu=True, josh_beam_size=4, josh_max_steps=5,
+                            josh_max_generations_per_turn=2, josh_agent_format="native", josh_temperature=0.8,
+                            josh_top_p=0.9, josh_top_k=20, josh_max_new_tokens=96, seed=7, josh_credit="all",
+                            josh_system_prompt="Be brief. {tools}")
+    assert command.josh_config() == expected
+    assert trainer.josh_search_config() == expected
+    # A bad setting is refused by the command's own validation, with the field named.
+    with pytest.raises(ValueError, match="beam_size"):
+        HarvestConfig(model="m", beam_size=0)
+
+
 # ------------------------------------------------------------------------------ collapse
 
 COLLAPSE_PLAN = {

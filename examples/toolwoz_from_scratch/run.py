@@ -42,6 +42,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--output", default="outputs/from_scratch")
     p.add_argument("--preset", default="demo", help="scratch agent preset (tiny | demo | gpu)")
     p.add_argument("--train-steps", type=int, default=None, help="optimizer steps of the base agent (default: the preset's)")
+    p.add_argument("--synthetic-trials", type=int, default=4, help="synthetic demonstrations per training task (one seed each)")
     p.add_argument("--base-model", default=None, help="start from this model instead of training one (any Hub id or path)")
     p.add_argument("--test-tasks", type=int, default=450, help="first N test tasks (450 = the whole test split)")
     p.add_argument("--eval-trials", type=int, default=3)
@@ -129,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     def log(msg: str) -> None:
         print(f"[{time.perf_counter() - started:7.0f} s] {msg}", file=sys.stderr, flush=True)
 
-    toolwoz = build_stage(args.source, out / "toolwoz", args.seed)
+    toolwoz = build_stage(args.source, out / "toolwoz", args.seed, args.synthetic_trials)
     pool = [t.id for t in toolwoz.split(training_split(toolwoz))]
     dev = pool[-args.dev_tasks:] if args.dev_tasks else []
     train_pool = pool[: len(pool) - len(dev)]
@@ -144,7 +145,8 @@ def main(argv: list[str] | None = None) -> int:
         overrides: dict[str, Any] = {"seed": args.seed}
         if args.train_steps:
             overrides["max_steps"] = args.train_steps
-        base = train_stage(out / "toolwoz", out / "base", args.preset, **overrides)
+        # The dev tasks pick round 2's method, so the base agent never sees their demonstrations.
+        base = train_stage(out / "toolwoz", out / "base", args.preset, exclude_tasks=dev, **overrides)
 
     common = {"beam_size": args.beam_size, "max_steps": args.max_steps, "temperature": args.josh_temperature,
               "epochs": args.epochs, "max_new_tokens": args.max_new_tokens, "seed": args.seed}

@@ -63,20 +63,10 @@ class HarvestConfig(SamplingArguments, SourceArguments, UserArguments, AgentMode
         self.josh_config()  # validates the search settings (beam, steps, format, credit)
 
     def josh_config(self):
-        from ..backends import SamplingParams
+        """The :class:`josh_hf.josh.JOSHConfig` of these settings."""
         from ..josh import JOSHConfig
 
-        return JOSHConfig(
-            beam_size=self.beam_size,
-            max_steps=self.max_steps,
-            max_generations_per_turn=self.max_generations_per_turn,
-            agent_format=self.agent_format,
-            sampling=SamplingParams(temperature=self.temperature, top_p=self.top_p, top_k=self.top_k,
-                                    max_new_tokens=self.max_new_tokens),
-            seed=self.seed,
-            credit=self.credit,
-            system_prompt=self.system_prompt,
-        )
+        return JOSHConfig.from_fields(self)
 
 
 def settings_of(config: HarvestConfig) -> dict[str, Any]:

@@ -263,14 +263,20 @@ def build_demonstrations(
     split: str | None = None,
     sources: Sequence[str] = SOURCES,
     seed: int = 0,
+    synthetic_trials: int = 1,
     limit: int | None = None,
     min_reward: float | None = None,
 ) -> Dataset:
     """Demonstrations from ``sources`` over the training tasks (see :func:`training_task_ids`).
 
-    ``limit`` keeps the first N tasks; ``min_reward`` drops conversations scoring below it.
-    Rows: MultiWOZ conversions first, then synthetic conversations, each in task order.
+    ``synthetic_trials`` synthetic conversations per task, each with its own seed (the agenda
+    user words and orders its requests differently per seed, which is what a model trained from
+    scratch needs more of). ``limit`` keeps the first N tasks; ``min_reward`` drops conversations
+    scoring below it. Rows: MultiWOZ conversions first, then synthetic conversations, each in
+    task order.
     """
+    if synthetic_trials < 1:
+        raise ValueError(f"synthetic_trials must be >= 1, got {synthetic_trials}")
     from datasets import Dataset
 
     unknown = [s for s in sources if s not in SOURCES]
@@ -283,7 +289,7 @@ def build_demonstrations(
     if "multiwoz" in sources:
         rows += [multiwoz_demonstration(toolwoz, i) for i in ids]
     if "synthetic" in sources:
-        rows += synthetic_demonstrations(toolwoz, ids, seed=seed)
+        rows += synthetic_demonstrations(toolwoz, ids, seed=seed, trials=synthetic_trials)
     if min_reward is not None:
         rows = [r for r in rows if r["reward"] >= min_reward]
     return Dataset.from_list(rows, features=demonstration_features())

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,7 @@ class DemoConfig:
     output: str = field(default="outputs/demo", metadata={"help": "Folder for every stage's files."})
     preset: str = field(default="demo", metadata={"help": "Scratch agent preset: tiny | demo | gpu (see josh_hf.demo.scratch)."})
     train_steps: int | None = field(default=None, metadata={"help": "Optimizer steps of the scratch agent (default: the preset's)."})
+    synthetic_trials: int = field(default=1, metadata={"help": "Synthetic demonstrations per training task (one seed each)."})
     eval_tasks: int = field(default=100, metadata={"help": "First N ToolWOZ test tasks evaluated before and after (450 = all)."})
     eval_trials: int = field(default=1, metadata={"help": "Conversations per test task."})
     eval_temperature: float = field(default=0.0, metadata={"help": "Agent temperature during evaluation (0 = greedy)."})
@@ -50,7 +51,7 @@ class DemoConfig:
     overwrite: bool = field(default=False, metadata={"help": "Redo every stage instead of resuming."})
 
     def __post_init__(self) -> None:
-        for name in ("eval_tasks", "eval_trials", "josh_tasks", "josh_beam_size", "josh_max_steps", "max_new_tokens"):
+        for name in ("synthetic_trials", "eval_tasks", "eval_trials", "josh_tasks", "josh_beam_size", "josh_max_steps", "max_new_tokens"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.josh_temperature <= 0:
@@ -62,40 +63,62 @@ def training_split(toolwoz: Any) -> str:
     return "train" if "train" in toolwoz.splits else "validation"
 
 
-def build_stage(source: str | None, folder: Path, seed: int = 0):
-    """ToolWOZ + synthetic demonstrations in ``folder`` (skipped when present); returns the benchmark."""
+def build_stage(source: str | None, folder: Path, seed: int = 0, synthetic_trials: int = 1):
+    """ToolWOZ + synthetic demonstrations (``synthetic_trials`` per training task) in ``folder``
+    (skipped when present); returns the benchmark."""
     from ..toolwoz import ToolWOZ
     from ..toolwoz.hub import build_toolwoz_dataset
     from .demonstrations import add_demonstrations_config, build_demonstrations
 
+    settings = {"seed": seed, "synthetic_trials": synthetic_trials}
+    marker = folder / "demonstrations_build.json"
     if not (folder / "demonstrations").exists():
         build_toolwoz_dataset(source, folder)
         toolwoz = ToolWOZ.from_dataset(folder)
-        demos = build_demonstrations(toolwoz, split=training_split(toolwoz), sources=["synthetic"], seed=seed)
+        demos = build_demonstrations(toolwoz, split=training_split(toolwoz), sources=["synthetic"], seed=seed,
+                                     synthetic_trials=synthetic_trials)
         add_demonstrations_config(folder, demos)
+        marker.write_text(json.dumps(settings) + "\n", encoding="utf-8")
+    elif marker.exists() and json.loads(marker.read_text(encoding="utf-8")) != settings:
+        # Resuming must not silently train on demonstrations built with other settings.
+        raise ValueError(f"{folder} holds demonstrations built with {marker.read_text(encoding='utf-8').strip()}, "
+                         f"not {json.dumps(settings)}: use another output folder or overwrite")
     return ToolWOZ.from_dataset(folder)
 
 
-def train_stage(toolwoz_dir: Path, folder: Path, preset: str = "demo", **overrides: Any) -> Path:
-    """The scratch agent in ``folder`` (skipped when a trained one is there); ``overrides`` are
+def train_stage(toolwoz_dir: Path, folder: Path, preset: str = "demo", *, exclude_tasks: Iterable[str] = (),
+                **overrides: Any) -> Path:
+    """The scratch agent in ``folder`` (skipped when a trained one is there). Demonstrations of
+    ``exclude_tasks`` (a dev set) are left out; ``overrides`` are
     :class:`~josh_hf.demo.scratch.ScratchConfig` fields."""
     from .demonstrations import load_demonstrations
     from .scratch import train_scratch_agent
 
     if (folder / "scratch_config.json").exists():
         return folder
-    return train_scratch_agent(load_demonstrations(toolwoz_dir), folder, preset, **overrides)
+    demos = load_demonstrations(toolwoz_dir)
+    excluded = set(exclude_tasks)
+    if excluded:
+        demos = demos.filter(lambda task_id: task_id not in excluded, input_columns="task_id")
+    return train_scratch_agent(demos, folder, preset, **overrides)
+
+
+EVAL_BATCH_TOKENS = 65536
+"""Generation batch budget of the demo's evaluations and searches: a small agent's prompts are
+mostly served from the per-row KV store, so on a CPU wide batches (~40 rows) are the fast ones
+(``benchmarks/rollout_throughput.py``)."""
 
 
 def evaluate_agent(toolwoz: Any, model: Path, folder: Path, task_ids: list[str], *, trials: int = 1,
-                   temperature: float = 0.0, seed: int = 0, max_new_tokens: int = 128) -> list[dict[str, Any]]:
+                   temperature: float = 0.0, seed: int = 0, max_new_tokens: int = 128,
+                   max_batch_tokens: int = EVAL_BATCH_TOKENS) -> list[dict[str, Any]]:
     """Evaluate ``model`` on ``task_ids`` with the agenda user (resumes a partial run); returns
     the transcripts."""
     from ..commands.evaluate import EvaluateConfig, read_transcripts, run_evaluation
 
     run_evaluation(EvaluateConfig(
         model=str(model), task_ids=list(task_ids), trials=trials, seed=seed, temperature=temperature,
-        max_new_tokens=max_new_tokens, output=str(folder), resume=True,
+        max_new_tokens=max_new_tokens, max_batch_tokens=max_batch_tokens, output=str(folder), resume=True,
     ), toolwoz=toolwoz)
     # Only this run's (task, trial) pairs: a folder resumed with fewer trials may hold more.
     wanted = set(task_ids)
@@ -110,7 +133,7 @@ rates on an 8B model (SFT 2e-5, KTO 5e-7)."""
 def josh_round(toolwoz: Any, model: Path, folder: Path, task_ids: list[str], *, method: str = "sft",
                harvest_files: list[str] | None = None, beam_size: int = 8, max_steps: int = 8,
                temperature: float = 1.0, learning_rate: float | None = None, epochs: float = 2.0,
-               max_new_tokens: int = 128, seed: int = 0) -> Path:
+               max_new_tokens: int = 128, max_batch_tokens: int = EVAL_BATCH_TOKENS, seed: int = 0) -> Path:
     """One JOSH round from ``model`` into ``folder`` with the JOSH trainer of ``method``: search
     ``task_ids`` with the model and train on the harvest, or with ``harvest_files`` train on
     earlier trees. Skipped when ``folder`` holds a finished round."""
@@ -124,7 +147,7 @@ def josh_round(toolwoz: Any, model: Path, folder: Path, task_ids: list[str], *, 
         output_dir=str(folder), use_cpu=not _has_cuda(), report_to="none", seed=seed, bf16=False,
         josh_rounds=1, josh_tasks_per_round=len(task_ids), josh_task_ids=list(task_ids), harvest_files=harvest_files,
         josh_beam_size=beam_size, josh_max_steps=max_steps, josh_agent_format="native",
-        josh_temperature=temperature, josh_max_new_tokens=max_new_tokens,
+        josh_temperature=temperature, josh_max_new_tokens=max_new_tokens, josh_max_batch_tokens=max_batch_tokens,
         use_peft=False, learning_rate=learning_rate or JOSH_LEARNING_RATES[method], num_train_epochs=epochs,
         lr_scheduler_type="constant", warmup_steps=0, per_device_train_batch_size=4,
         gradient_checkpointing=False, save_strategy="no", logging_steps=5, disable_tqdm=True,
@@ -190,7 +213,8 @@ def run_demo(config: DemoConfig, *, log: Callable[[str], None] = print) -> dict[
         log(f"[demo] {name} done in {timings[name]:.0f} s")
         return result
 
-    toolwoz = stage("build ToolWOZ + demonstrations", lambda: build_stage(config.source, out / "toolwoz", config.seed))
+    toolwoz = stage("build ToolWOZ + demonstrations", lambda: build_stage(config.source, out / "toolwoz", config.seed,
+                                                                            config.synthetic_trials))
     overrides: dict[str, Any] = {"seed": config.seed}
     if config.train_steps is not None:
         overrides["max_steps"] = config.train_steps

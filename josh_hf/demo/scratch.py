@@ -132,8 +132,9 @@ def get_config(preset: str | ScratchConfig = "demo", **overrides: Any) -> Scratc
 
 
 def select_training_rows(demos: Dataset, config: ScratchConfig) -> Dataset:
-    """The conversations to train on: reward filter, then the first N of each source (the
-    dataset is in task order, so this is deterministic), synthetic first."""
+    """The conversations to train on (columns ``messages``, ``tools``, ``task_id``): reward filter,
+    then the first N of each source (the dataset is in task order, so this is deterministic),
+    synthetic first."""
     rewards, sources = demos["reward"], demos["source"]
     picked: list[int] = []
     for source, cap in (("synthetic", config.synthetic), ("multiwoz", config.multiwoz)):
@@ -141,7 +142,7 @@ def select_training_rows(demos: Dataset, config: ScratchConfig) -> Dataset:
         picked += idx if cap is None else idx[:cap]
     if not picked:
         raise ValueError("no demonstrations selected: check the data mix and min_reward")
-    return demos.select(picked).select_columns(["messages", "tools"])
+    return demos.select(picked).select_columns(["messages", "tools", "task_id"])
 
 
 def train_tokenizer(rows: Dataset, vocab_size: int, isolate_spaces: bool = True):
@@ -203,7 +204,9 @@ def train_scratch_agent(
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     set_seed(config.seed)
-    rows = select_training_rows(demos, config)
+    selected = select_training_rows(demos, config)
+    task_ids = sorted(set(selected["task_id"]))
+    rows = selected.select_columns(["messages", "tools"])
     tokenizer = train_tokenizer(rows, config.vocab_size, config.isolate_spaces)
     model = build_model(tokenizer, config)
     use_cpu = not torch.cuda.is_available()
@@ -244,6 +247,7 @@ def train_scratch_agent(
     info = {
         "config": asdict(config),
         "conversations": len(rows),
+        "task_ids": task_ids,  # provenance: the tasks whose demonstrations the agent saw
         "parameters": sum(p.numel() for p in trainer.model.parameters()),
         "steps": trainer.state.global_step,
         "train_loss": result.training_loss,

@@ -71,6 +71,29 @@ class JOSHConfig:
                 "sibling branches are identical and the search explores nothing"
             )
 
+    @classmethod
+    def from_fields(cls, settings: Any, prefix: str = "") -> JOSHConfig:
+        """The search config held in the flat fields of a command or trainer config:
+        ``{prefix}beam_size``, ``{prefix}temperature`` ... (sampling fields included) and ``seed``.
+
+        ``josh-hf harvest`` names them plainly, the JOSH trainers' configs with ``josh_``.
+        """
+
+        def get(name: str) -> Any:
+            return getattr(settings, prefix + name)
+
+        return cls(
+            beam_size=get("beam_size"),
+            max_steps=get("max_steps"),
+            max_generations_per_turn=get("max_generations_per_turn"),
+            agent_format=get("agent_format"),
+            sampling=SamplingParams(temperature=get("temperature"), top_p=get("top_p"), top_k=get("top_k"),
+                                    max_new_tokens=get("max_new_tokens")),
+            seed=settings.seed,
+            credit=get("credit"),
+            system_prompt=get("system_prompt"),
+        )
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe settings (recorded in every tree)."""
         out = {f.name: getattr(self, f.name) for f in fields(self)}

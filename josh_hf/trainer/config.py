@@ -144,20 +144,9 @@ class JOSHArguments:
 
     def josh_search_config(self):
         """The :class:`josh_hf.josh.JOSHConfig` of the harvest searches."""
-        from ..backends.base import SamplingParams
         from ..josh import JOSHConfig
 
-        return JOSHConfig(
-            beam_size=self.josh_beam_size,
-            max_steps=self.josh_max_steps,
-            max_generations_per_turn=self.josh_max_generations_per_turn,
-            agent_format=self.josh_agent_format,
-            sampling=SamplingParams(temperature=self.josh_temperature, top_p=self.josh_top_p, top_k=self.josh_top_k,
-                                    max_new_tokens=self.josh_max_new_tokens),
-            seed=self.seed,
-            credit=self.josh_credit,
-            system_prompt=self.josh_system_prompt,
-        )
+        return JOSHConfig.from_fields(self, prefix="josh_")
 
     def lora_config(self):
         """The ``peft.LoraConfig`` of these settings, or ``None`` without ``use_peft``."""
