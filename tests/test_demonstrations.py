@@ -238,8 +238,10 @@ def test_tiny_scratch_training_gives_a_loadable_agent(small_demos: datasets.Data
     [output] = backend.generate([GenerationRequest(messages=row["messages"][:2], tools=row["tools"],
                                                    sampling=SamplingParams(max_new_tokens=8))])
     assert output.error is None and output.completion_tokens > 0
-    # Same seed, same data: the same weights.
-    again = train_scratch_agent(small_demos, tmp_path / "again", "tiny")
+    # Same seed, same data: the same weights, also when ``extra`` overrides a default setting
+    # (here: checkpoints every 2 steps, which must not change the training).
+    again = train_scratch_agent(small_demos, tmp_path / "again", "tiny", extra={"save_strategy": "steps", "save_steps": 2})
+    assert (again / "trainer" / "checkpoint-2").is_dir()
     import torch
 
     other = AutoModelForCausalLM.from_pretrained(again)

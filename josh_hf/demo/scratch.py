@@ -210,7 +210,7 @@ def train_scratch_agent(
     tokenizer = train_tokenizer(rows, config.vocab_size, config.isolate_spaces)
     model = build_model(tokenizer, config)
     use_cpu = not torch.cuda.is_available()
-    args = SFTConfig(
+    settings: dict[str, Any] = dict(
         output_dir=str(out / "trainer"),
         assistant_only_loss=True,
         max_length=config.max_length,
@@ -236,8 +236,8 @@ def train_scratch_agent(
         logging_steps=10,
         disable_tqdm=True,
         dataset_num_proc=None,
-        **config.extra,
     )
+    args = SFTConfig(**{**settings, **config.extra})  # extra may override any of the above
     trainer = SFTTrainer(model=model, args=args, train_dataset=rows, processing_class=tokenizer)
     train_started = time.perf_counter()
     result = trainer.train()
