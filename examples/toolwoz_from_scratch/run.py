@@ -40,10 +40,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--source", default=None, help="MultiWOZ source (default: $JOSH_HF_MULTIWOZ or ../shared/data/multiwoz)")
     p.add_argument("--output", default="outputs/from_scratch")
-    p.add_argument("--preset", default="demo", help="scratch agent preset (tiny | demo | gpu)")
+    p.add_argument("--preset", default="cpu", help="scratch agent preset (tiny | demo | cpu | gpu)")
     p.add_argument("--train-steps", type=int, default=None, help="optimizer steps of the base agent (default: the preset's)")
-    p.add_argument("--synthetic-trials", type=int, default=4, help="synthetic demonstrations per training task (one seed each)")
+    p.add_argument("--synthetic-trials", type=int, default=1, help="synthetic demonstrations per training task (one seed each)")
     p.add_argument("--base-model", default=None, help="start from this model instead of training one (any Hub id or path)")
+    p.add_argument("--hold-out-dev", action="store_true",
+                   help="keep the dev tasks' demonstrations out of the base agent's training (the committed results predate it)")
     p.add_argument("--test-tasks", type=int, default=450, help="first N test tasks (450 = the whole test split)")
     p.add_argument("--eval-trials", type=int, default=3)
     p.add_argument("--eval-temperature", type=float, default=0.7)
@@ -54,6 +56,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--josh-temperature", type=float, default=1.0)
     p.add_argument("--epochs", type=float, default=2.0)
     p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--max-batch-tokens", type=int, default=16384,
+                   help="generation batch budget (the committed results used 16384; 65536 is faster on a CPU but "
+                        "batch composition can flip logit near-ties, so figures may differ slightly)")
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     p.add_argument("--no-round-2", action="store_true")
     p.add_argument("--seed", type=int, default=0)
@@ -145,11 +150,13 @@ def main(argv: list[str] | None = None) -> int:
         overrides: dict[str, Any] = {"seed": args.seed}
         if args.train_steps:
             overrides["max_steps"] = args.train_steps
-        # The dev tasks pick round 2's method, so the base agent never sees their demonstrations.
-        base = train_stage(out / "toolwoz", out / "base", args.preset, exclude_tasks=dev, **overrides)
+        # The dev tasks pick round 2's method: with --hold-out-dev the base agent never sees them.
+        base = train_stage(out / "toolwoz", out / "base", args.preset, exclude_tasks=dev if args.hold_out_dev else (),
+                           **overrides)
 
     common = {"beam_size": args.beam_size, "max_steps": args.max_steps, "temperature": args.josh_temperature,
-              "epochs": args.epochs, "max_new_tokens": args.max_new_tokens, "seed": args.seed}
+              "epochs": args.epochs, "max_new_tokens": args.max_new_tokens, "max_batch_tokens": args.max_batch_tokens,
+              "seed": args.seed}
     agents: dict[str, dict[str, Any]] = {"base": {"path": base, "method": None, "round": 0}}
     first = args.methods[0]
     log(f"round 1: JOSH search with the base agent + JOSH-{first.upper()}")
@@ -173,7 +180,8 @@ def main(argv: list[str] | None = None) -> int:
     def evaluate(name: str, folder: str, ids: list[str], trials: int, temperature: float) -> dict[str, list[float]]:
         log(f"evaluating {name} on {len(ids)} tasks x {trials}")
         transcripts = evaluate_agent(toolwoz, agents[name]["path"], out / folder, ids, trials=trials,
-                                     temperature=temperature, seed=args.seed, max_new_tokens=args.max_new_tokens)
+                                     temperature=temperature, seed=args.seed, max_new_tokens=args.max_new_tokens,
+                                     max_batch_tokens=args.max_batch_tokens)
         return per_task_rewards(transcripts)
 
     best = None

@@ -36,7 +36,7 @@ class DemoConfig:
     output: str = field(default="outputs/demo", metadata={"help": "Folder for every stage's files."})
     preset: str = field(default="demo", metadata={"help": "Scratch agent preset: tiny | demo | gpu (see josh_hf.demo.scratch)."})
     train_steps: int | None = field(default=None, metadata={"help": "Optimizer steps of the scratch agent (default: the preset's)."})
-    synthetic_trials: int = field(default=1, metadata={"help": "Synthetic demonstrations per training task (one seed each)."})
+    synthetic_trials: int = field(default=2, metadata={"help": "Synthetic demonstrations per training task (one seed each)."})
     eval_tasks: int = field(default=100, metadata={"help": "First N ToolWOZ test tasks evaluated before and after (450 = all)."})
     eval_trials: int = field(default=1, metadata={"help": "Conversations per test task."})
     eval_temperature: float = field(default=0.0, metadata={"help": "Agent temperature during evaluation (0 = greedy)."})
