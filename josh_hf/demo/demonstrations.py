@@ -395,15 +395,12 @@ def load_demonstrations(path: str | os.PathLike[str], revision: str | None = Non
     if revision:
         kwargs["revision"] = revision
     if Path(path).is_dir() and not kwargs:
-        # Read a local folder's parquet files directly: the datasets cache keys a folder by its
-        # name and file names, so a folder rebuilt elsewhere or in place could load stale rows.
-        import pyarrow as pa
-        import pyarrow.parquet as pq
+        from ..toolwoz.hub import load_local_config
 
-        files = sorted((Path(path) / CONFIG_NAME).glob("*.parquet"))
-        if not files:
-            raise FileNotFoundError(f"{path} has no {CONFIG_NAME} config: build it with dataset_scripts/build_demonstrations.py")
-        return datasets.Dataset(pa.concat_tables([pq.read_table(f) for f in files]))
+        try:
+            return load_local_config(path, CONFIG_NAME)[SPLIT_NAME]
+        except FileNotFoundError as e:
+            raise FileNotFoundError(f"{e}: build it with dataset_scripts/build_demonstrations.py") from None
     return datasets.load_dataset(str(path), CONFIG_NAME, split=SPLIT_NAME, **kwargs)
 
 

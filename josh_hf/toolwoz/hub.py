@@ -617,7 +617,29 @@ def looks_like_dataset(source: str) -> bool:
     return bool(_REPO_ID.match(source))
 
 
+def load_local_config(folder: str | os.PathLike[str], config: str) -> DatasetDict:
+    """One config of a dataset folder, read straight from the parquet files its card lists.
+
+    Not through ``datasets.load_dataset``: its cache keys a local folder by name and file names,
+    so a folder rebuilt in place (or another folder of the same name) could load stale rows.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder = Path(folder)
+    entry = next((c for c in (read_card_metadata(folder) or {}).get("configs", []) if c.get("config_name") == config), None)
+    if entry is None:
+        raise FileNotFoundError(f"{folder} has no {config!r} config in its README.md card")
+    splits = {}
+    for data_files in entry["data_files"]:
+        paths = data_files["path"] if isinstance(data_files["path"], list) else [data_files["path"]]
+        splits[data_files["split"]] = Dataset(pa.concat_tables([pq.read_table(folder / p) for p in paths]))
+    return DatasetDict(splits)
+
+
 def _load_config(path: str, config: str, revision: str | None) -> DatasetDict:
+    if revision is None and Path(path).is_dir():
+        return load_local_config(path, config)
     kwargs: dict[str, Any] = {}
     if revision is not None:
         kwargs["revision"] = revision
@@ -627,7 +649,8 @@ def _load_config(path: str, config: str, revision: str | None) -> DatasetDict:
 def load_toolwoz_dataset(cls: type[ToolWOZ], path: str, revision: str | None = None) -> ToolWOZ:
     """A ``cls`` (ToolWOZ) instance from the dataset at ``path`` (local folder or Hub id).
 
-    Uses only ``datasets.load_dataset``: offline for a local folder, the Hub for a repo id.
+    A local folder is read from its parquet files (:func:`load_local_config`), a repo id with
+    ``datasets.load_dataset`` from the Hub.
     """
     from .benchmark import SPLIT_ORDER
 
