@@ -193,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         if not dev_scores:
             log("no round-1 agent was trained: no round 2")
         best = max(dev_scores, key=lambda m: (dev_scores[m], -args.methods.index(m)), default=None)
-    if not args.no_round_2 and best is not None:
+    if best is not None:
         log(f"dev average reward per method: {dev_scores}; round 2 with JOSH-{best.upper()}")
         agents[f"josh-{best} round 2"] = {
             "path": josh_round(toolwoz, agents[f"josh-{best}"]["path"], out / f"r2_{best}", round_tasks[1], method=best, **common),

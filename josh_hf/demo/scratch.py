@@ -101,29 +101,29 @@ class ScratchConfig:
     """Further ``SFTConfig`` arguments."""
 
 
+# The from-scratch experiment's CPU recipe (examples/toolwoz_from_scratch, its committed
+# results): the synthetic conversations truncated to their first 768 tokens (system prompt,
+# tool list and the first calls, where most of the reward is won or lost), a 1.3M-parameter
+# model, batches of 8, 600 steps (~15 minutes on 2 idle CPU cores). MEASURED: at 300 steps of
+# full-length conversations the model had learned the format but copied no values (reward
+# 0.0 on 40 held-out validation tasks); at 600 steps of 768 tokens, 0.04 on the same 40.
+# Longer runs did not make it copy the customer's values: 1,000 steps of 1,024 tokens on
+# four seeds per task reached train loss 0.19 yet gave every search the same arguments
+# (reward 0.05 on 40 held-out tasks); at a peak learning rate of 1e-3 instead of 3e-3 (which
+# is what learns a pure copy task: loss 0.04 after 600 steps at 1e-3, 1.46 at 3e-3) it still
+# did not copy after 450 steps.
+_CPU_RECIPE = ScratchConfig(synthetic=None, multiwoz=0, vocab_size=4096, hidden_size=128, num_layers=4,
+                            num_heads=4, num_kv_heads=2, intermediate_size=384, max_steps=600, batch_size=8,
+                            learning_rate=3e-3, max_length=768)
+
 PRESETS: dict[str, ScratchConfig] = {
     # Seconds: for tests (a handful of conversations, a 2-layer 64-wide model, a few steps).
     "tiny": ScratchConfig(synthetic=8, multiwoz=4, vocab_size=1024, hidden_size=64, num_layers=2, num_heads=4,
                           num_kv_heads=2, intermediate_size=128, max_steps=3, batch_size=4, max_length=2048),
-    # The from-scratch experiment's CPU recipe (examples/toolwoz_from_scratch, its committed
-    # results): the synthetic conversations truncated to their first 768 tokens (system prompt,
-    # tool list and the first calls, where most of the reward is won or lost), a 1.3M-parameter
-    # model, batches of 8, 600 steps (~15 minutes on 2 idle CPU cores). MEASURED: at 300 steps of
-    # full-length conversations the model had learned the format but copied no values (reward
-    # 0.0 on 40 held-out validation tasks); at 600 steps of 768 tokens, 0.04 on the same 40.
-    # Longer runs did not make it copy the customer's values: 1,000 steps of 1,024 tokens on
-    # four seeds per task reached train loss 0.19 yet gave every search the same arguments
-    # (reward 0.05 on 40 held-out tasks); at a peak learning rate of 1e-3 instead of 3e-3 (which
-    # is what learns a pure copy task: loss 0.04 after 600 steps at 1e-3, 1.46 at 3e-3) it still
-    # did not copy after 450 steps.
-    "cpu": ScratchConfig(synthetic=None, multiwoz=0, vocab_size=4096, hidden_size=128, num_layers=4,
-                         num_heads=4, num_kv_heads=2, intermediate_size=384, max_steps=600, batch_size=8,
-                         learning_rate=3e-3, max_length=768),
+    "cpu": _CPU_RECIPE,
     # ``josh-hf demo``'s recipe: the same model and data, 350 steps (~10 minutes) so that the
     # whole demo fits in 20 minutes on 2 CPU cores. It shows the pipeline, not a competent agent.
-    "demo": ScratchConfig(synthetic=None, multiwoz=0, vocab_size=4096, hidden_size=128, num_layers=4,
-                          num_heads=4, num_kv_heads=2, intermediate_size=384, max_steps=350, batch_size=8,
-                          learning_rate=3e-3, max_length=768),
+    "demo": replace(_CPU_RECIPE, max_steps=350),
     # One GPU, tens of minutes: both sources, a ~60M-parameter model, several epochs.
     "gpu": ScratchConfig(synthetic=None, multiwoz=None, vocab_size=8192, hidden_size=768, num_layers=8,
                          num_heads=12, num_kv_heads=4, intermediate_size=2048, epochs=6.0, batch_size=16,
