@@ -5,7 +5,8 @@
 
 Demonstrations come from the tasks of ``--split`` (default: ``train`` when the build has it,
 else ``validation``); test and test_full tasks are never used. See
-:mod:`josh_hf.demo.demonstrations` for the two sources and the MultiWOZ conversion heuristics.
+:mod:`josh_hf.demo.demonstrations` for the sources and the MultiWOZ conversion heuristics, and
+:mod:`josh_hf.demo.variants` for ``--goal-variants``.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sources", nargs="+", default=list(SOURCES), choices=SOURCES)
     parser.add_argument("--seed", type=int, default=0, help="Seed of the synthetic conversations.")
     parser.add_argument("--synthetic-trials", type=int, default=1, help="Synthetic conversations per task (one seed each).")
+    parser.add_argument("--goal-variants", type=int, default=0,
+                        help="Also N conversations per task on its goal with values redrawn from the database.")
     parser.add_argument("--limit", type=int, default=None, help="Only the first N tasks (for a quick look).")
     parser.add_argument("--push-to-hub", default=None, metavar="REPO_ID", help="Upload the folder to this dataset repo.")
     parser.add_argument("--private", action="store_true")
@@ -34,7 +37,8 @@ def main(argv: list[str] | None = None) -> int:
 
     toolwoz = ToolWOZ.from_dataset(args.dataset)
     ds = build_demonstrations(toolwoz, split=args.split, sources=args.sources, seed=args.seed,
-                               synthetic_trials=args.synthetic_trials, limit=args.limit)
+                               synthetic_trials=args.synthetic_trials, goal_variants=args.goal_variants,
+                               limit=args.limit)
     paths = add_demonstrations_config(args.dataset, ds)
     print(f"wrote {len(ds)} demonstrations to {args.dataset}: {', '.join(paths)}")
     print(json.dumps(demonstration_stats(ds), indent=2))

@@ -57,3 +57,5 @@ def test_demo_config_rejects_bad_settings() -> None:
         DemoConfig(eval_tasks=0)
     with pytest.raises(ValueError, match="synthetic_trials"):
         DemoConfig(synthetic_trials=0)
+    with pytest.raises(ValueError, match="goal_variants"):
+        DemoConfig(goal_variants=-1)

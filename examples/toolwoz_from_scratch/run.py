@@ -43,6 +43,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--preset", default="cpu", help="scratch agent preset (tiny | demo | cpu | gpu)")
     p.add_argument("--train-steps", type=int, default=None, help="optimizer steps of the base agent (default: the preset's)")
     p.add_argument("--synthetic-trials", type=int, default=1, help="synthetic demonstrations per training task (one seed each)")
+    p.add_argument("--goal-variants", type=int, default=0,
+                   help="also N demonstrations per training task on its goal with values redrawn from the database")
     p.add_argument("--base-model", default=None, help="start from this model instead of training one (any Hub id or path)")
     p.add_argument("--hold-out-dev", action="store_true",
                    help="keep the dev tasks' demonstrations out of the base agent's training (the committed results predate it)")
@@ -135,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     def log(msg: str) -> None:
         print(f"[{time.perf_counter() - started:7.0f} s] {msg}", file=sys.stderr, flush=True)
 
-    toolwoz = build_stage(args.source, out / "toolwoz", args.seed, args.synthetic_trials)
+    toolwoz = build_stage(args.source, out / "toolwoz", args.seed, args.synthetic_trials, args.goal_variants)
     pool = [t.id for t in toolwoz.split(training_split(toolwoz))]
     dev = pool[-args.dev_tasks:] if args.dev_tasks else []
     train_pool = pool[: len(pool) - len(dev)]

@@ -264,6 +264,7 @@ def build_demonstrations(
     sources: Sequence[str] = SOURCES,
     seed: int = 0,
     synthetic_trials: int = 1,
+    goal_variants: int = 0,
     limit: int | None = None,
     min_reward: float | None = None,
 ) -> Dataset:
@@ -271,12 +272,16 @@ def build_demonstrations(
 
     ``synthetic_trials`` synthetic conversations per task, each with its own seed (the agenda
     user words and orders its requests differently per seed, which is what a model trained from
-    scratch needs more of). ``limit`` keeps the first N tasks; ``min_reward`` drops conversations
-    scoring below it. Rows: MultiWOZ conversions first, then synthetic conversations, each in
-    task order.
+    scratch needs more of). ``goal_variants`` adds that many ``variant`` conversations per task:
+    the rule-based agent and the agenda user on the task with its values redrawn from the
+    database (:mod:`josh_hf.demo.variants`; ``task_id`` is the parent task's). ``limit`` keeps
+    the first N tasks; ``min_reward`` drops conversations scoring below it. Rows: MultiWOZ
+    conversions first, then synthetic conversations, then variants, each in task order.
     """
     if synthetic_trials < 1:
         raise ValueError(f"synthetic_trials must be >= 1, got {synthetic_trials}")
+    if goal_variants < 0:
+        raise ValueError(f"goal_variants must be >= 0, got {goal_variants}")
     from datasets import Dataset
 
     unknown = [s for s in sources if s not in SOURCES]
@@ -290,6 +295,12 @@ def build_demonstrations(
         rows += [multiwoz_demonstration(toolwoz, i) for i in ids]
     if "synthetic" in sources:
         rows += synthetic_demonstrations(toolwoz, ids, seed=seed, trials=synthetic_trials)
+    if goal_variants:
+        from .variants import parent_id, with_goal_variants
+
+        extended, variant_ids = with_goal_variants(toolwoz, ids, goal_variants, seed=seed)
+        for row in synthetic_demonstrations(extended, variant_ids, seed=seed):
+            rows.append({**row, "source": "variant", "task_id": parent_id(row["task_id"])})
     if min_reward is not None:
         rows = [r for r in rows if r["reward"] >= min_reward]
     return Dataset.from_list(rows, features=demonstration_features())
@@ -365,7 +376,9 @@ def _card_section(ds: Dataset) -> str:
         "",
         ("- `multiwoz`: MultiWOZ dialogues with `search_*` / `book_*` calls inserted where the dialogue "
         "state shows the wizard consulted the database or booked, executed on the task's environment;"),
-        "- `synthetic`: the `rule-based` agent talking with the `agenda` user.",
+        "- `synthetic`: the `rule-based` agent talking with the `agenda` user;",
+        ("- `variant` (when built with goal variants): the same, on a training task whose values are "
+        "redrawn from the database (`task_id` is the task it derives from)."),
         "",
         "| source | conversations | success rate | average reward |",
         "|---|---:|---:|---:|",

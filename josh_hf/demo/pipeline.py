@@ -37,6 +37,7 @@ class DemoConfig:
     preset: str = field(default="demo", metadata={"help": "Scratch agent preset: tiny | demo | gpu (see josh_hf.demo.scratch)."})
     train_steps: int | None = field(default=None, metadata={"help": "Optimizer steps of the scratch agent (default: the preset's)."})
     synthetic_trials: int = field(default=2, metadata={"help": "Synthetic demonstrations per training task (one seed each)."})
+    goal_variants: int = field(default=0, metadata={"help": "Also N demonstrations per training task on its goal with values redrawn from the database (josh_hf.demo.variants)."})
     eval_tasks: int = field(default=100, metadata={"help": "First N ToolWOZ test tasks evaluated before and after (450 = all)."})
     eval_trials: int = field(default=1, metadata={"help": "Conversations per test task."})
     eval_temperature: float = field(default=0.0, metadata={"help": "Agent temperature during evaluation (0 = greedy)."})
@@ -54,6 +55,8 @@ class DemoConfig:
         for name in ("synthetic_trials", "eval_tasks", "eval_trials", "josh_tasks", "josh_beam_size", "josh_max_steps", "max_new_tokens"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.goal_variants < 0:
+            raise ValueError(f"goal_variants must be >= 0, got {self.goal_variants}")
         if self.josh_temperature <= 0:
             raise ValueError("josh_temperature must be > 0: JOSH's sibling branches must differ")
 
@@ -63,20 +66,20 @@ def training_split(toolwoz: Any) -> str:
     return "train" if "train" in toolwoz.splits else "validation"
 
 
-def build_stage(source: str | None, folder: Path, seed: int = 0, synthetic_trials: int = 1):
-    """ToolWOZ + synthetic demonstrations (``synthetic_trials`` per training task) in ``folder``
-    (skipped when present); returns the benchmark."""
+def build_stage(source: str | None, folder: Path, seed: int = 0, synthetic_trials: int = 1, goal_variants: int = 0):
+    """ToolWOZ + synthetic demonstrations (``synthetic_trials`` per training task, plus
+    ``goal_variants`` on redrawn goals) in ``folder`` (skipped when present); returns the benchmark."""
     from ..toolwoz import ToolWOZ
     from ..toolwoz.hub import build_toolwoz_dataset
     from .demonstrations import add_demonstrations_config, build_demonstrations
 
-    settings = {"seed": seed, "synthetic_trials": synthetic_trials}
+    settings = {"seed": seed, "synthetic_trials": synthetic_trials, "goal_variants": goal_variants}
     marker = folder / "demonstrations_build.json"
     if not (folder / "demonstrations").exists():
         build_toolwoz_dataset(source, folder)
         toolwoz = ToolWOZ.from_dataset(folder)
         demos = build_demonstrations(toolwoz, split=training_split(toolwoz), sources=["synthetic"], seed=seed,
-                                     synthetic_trials=synthetic_trials)
+                                     synthetic_trials=synthetic_trials, goal_variants=goal_variants)
         add_demonstrations_config(folder, demos)
         marker.write_text(json.dumps(settings) + "\n", encoding="utf-8")
     elif marker.exists() and json.loads(marker.read_text(encoding="utf-8")) != settings:
@@ -214,7 +217,7 @@ def run_demo(config: DemoConfig, *, log: Callable[[str], None] = print) -> dict[
         return result
 
     toolwoz = stage("build ToolWOZ + demonstrations", lambda: build_stage(config.source, out / "toolwoz", config.seed,
-                                                                            config.synthetic_trials))
+                                                                            config.synthetic_trials, config.goal_variants))
     overrides: dict[str, Any] = {"seed": config.seed}
     if config.train_steps is not None:
         overrides["max_steps"] = config.train_steps

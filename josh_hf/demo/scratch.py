@@ -74,6 +74,8 @@ class ScratchConfig:
     """How many synthetic conversations to train on (None: all)."""
     multiwoz: int | None = None
     """How many MultiWOZ conversions to train on (None: all)."""
+    variant: int | None = None
+    """How many goal-variant conversations to train on (None: all the data has)."""
     min_reward: float = 1.0
     """Only conversations whose calls score at least this (1.0: those that reach the goal)."""
     # tokenizer
@@ -145,10 +147,10 @@ def get_config(preset: str | ScratchConfig = "demo", **overrides: Any) -> Scratc
 def select_training_rows(demos: Dataset, config: ScratchConfig) -> Dataset:
     """The conversations to train on (columns ``messages``, ``tools``, ``task_id``): reward filter,
     then the first N of each source (the dataset is in task order, so this is deterministic),
-    synthetic first."""
+    synthetic, MultiWOZ, then goal variants."""
     rewards, sources = demos["reward"], demos["source"]
     picked: list[int] = []
-    for source, cap in (("synthetic", config.synthetic), ("multiwoz", config.multiwoz)):
+    for source, cap in (("synthetic", config.synthetic), ("multiwoz", config.multiwoz), ("variant", config.variant)):
         idx = [i for i, (s, r) in enumerate(zip(sources, rewards)) if s == source and r >= config.min_reward]
         picked += idx if cap is None else idx[:cap]
     if not picked:
