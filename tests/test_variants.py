@@ -86,3 +86,18 @@ def test_variant_demonstrations_copy_the_new_values(tw: ToolWOZ) -> None:
             assert any(c["name"] == g.name and _filled(g.arguments).items() <= c["arguments"].items() for c in calls)
     with pytest.raises(ValueError, match="goal_variants"):
         build_demonstrations(tw, split="validation", sources=["synthetic"], goal_variants=-1)
+
+
+def test_scratch_training_rows_take_each_source_up_to_its_cap() -> None:
+    import datasets
+
+    from josh_hf.demo.scratch import get_config, select_training_rows
+
+    sources = ["multiwoz", "synthetic", "variant", "variant", "synthetic", "variant", "multiwoz"]
+    rewards = [1.0, 1.0, 1.0, 0.5, 1.0, 1.0, 1.0]
+    ds = datasets.Dataset.from_dict({"source": sources, "reward": rewards, "task_id": [f"T{i}" for i in range(7)],
+                                     "messages": [[]] * 7, "tools": [[]] * 7})
+    # Rows that reach the goal, synthetic first, then MultiWOZ, then variants, each in order.
+    assert select_training_rows(ds, get_config("cpu", multiwoz=None))["task_id"] == ["T1", "T4", "T0", "T6", "T2", "T5"]
+    assert select_training_rows(ds, get_config("cpu", multiwoz=1, variant=1))["task_id"] == ["T1", "T4", "T0", "T2"]
+    assert select_training_rows(ds, get_config("cpu", multiwoz=0, variant=0))["task_id"] == ["T1", "T4"]

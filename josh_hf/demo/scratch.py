@@ -120,7 +120,7 @@ _CPU_RECIPE = ScratchConfig(synthetic=None, multiwoz=0, vocab_size=4096, hidden_
 
 PRESETS: dict[str, ScratchConfig] = {
     # Seconds: for tests (a handful of conversations, a 2-layer 64-wide model, a few steps).
-    "tiny": ScratchConfig(synthetic=8, multiwoz=4, vocab_size=1024, hidden_size=64, num_layers=2, num_heads=4,
+    "tiny": ScratchConfig(synthetic=8, multiwoz=4, variant=4, vocab_size=1024, hidden_size=64, num_layers=2, num_heads=4,
                           num_kv_heads=2, intermediate_size=128, max_steps=3, batch_size=4, max_length=2048),
     "cpu": _CPU_RECIPE,
     # ``josh-hf demo``'s recipe: the same model and data, 350 steps (~10 minutes) so that the
