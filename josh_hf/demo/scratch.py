@@ -113,7 +113,8 @@ class ScratchConfig:
 # four seeds per task reached train loss 0.19 yet gave every search the same arguments
 # (reward 0.05 on 40 held-out tasks); at a peak learning rate of 1e-3 instead of 3e-3 (which
 # is what learns a pure copy task: loss 0.04 after 600 steps at 1e-3, 1.46 at 3e-3) it still
-# did not copy after 450 steps.
+# did not copy after 450 steps. Goal variants (values with no prior; josh_hf.demo.variants)
+# and a template without the system prompt did not make it copy within 1,000 steps either.
 _CPU_RECIPE = ScratchConfig(synthetic=None, multiwoz=0, vocab_size=4096, hidden_size=128, num_layers=4,
                             num_heads=4, num_kv_heads=2, intermediate_size=384, max_steps=600, batch_size=8,
                             learning_rate=3e-3, max_length=768)
