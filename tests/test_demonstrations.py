@@ -223,7 +223,7 @@ def test_tiny_scratch_training_gives_a_loadable_agent(small_demos: datasets.Data
     assert info["steps"] == 3 and info["conversations"] == expected == 9
     tok = AutoTokenizer.from_pretrained(out)
     model = AutoModelForCausalLM.from_pretrained(out)
-    assert model.config.model_type == "qwen2" and tok.chat_template == SCRATCH_CHAT_TEMPLATE
+    assert model.config.model_type == "llama" and tok.chat_template == SCRATCH_CHAT_TEMPLATE
     row = small_demos[6]
     text = tok.apply_chat_template(row["messages"], tools=row["tools"], tokenize=False)
     assert "search_hotel(name, area, parking, pricerange, stars, internet, type)" in text

@@ -101,3 +101,29 @@ def test_scratch_training_rows_take_each_source_up_to_its_cap() -> None:
     assert select_training_rows(ds, get_config("cpu", multiwoz=None))["task_id"] == ["T1", "T4", "T0", "T6", "T2", "T5"]
     assert select_training_rows(ds, get_config("cpu", multiwoz=1, variant=1))["task_id"] == ["T1", "T4", "T0", "T2"]
     assert select_training_rows(ds, get_config("cpu", multiwoz=0, variant=0))["task_id"] == ["T1", "T4"]
+
+
+def test_saved_scratch_tokenizer_is_checked_against_the_trained_one(tmp_path) -> None:
+    import json
+
+    import datasets
+
+    from josh_hf.demo.scratch import check_saved_tokenizer, get_config, build_model, train_tokenizer
+
+    messages = [[{"role": "user", "content": "a table for 7 at 17:00 on sunday"},
+                 {"role": "assistant", "content": "Booked for 7 people at 17:00."}]] * 4
+    rows = datasets.Dataset.from_dict({"messages": messages, "tools": [[]] * 4})
+    tokenizer = train_tokenizer(rows, 400)
+    model = build_model(tokenizer, get_config("tiny"))
+    model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    # The scratch agent is a Llama model: AutoTokenizer reads its tokenizer.json as trained.
+    assert model.config.model_type == "llama"
+    check_saved_tokenizer(tmp_path, tokenizer, rows)
+    # A saved tokenizer that splits differently (here: every character apart) is caught.
+    spec = json.loads((tmp_path / "tokenizer.json").read_text())
+    spec["pre_tokenizer"] = {"type": "Sequence", "pretokenizers": [
+        {"type": "Split", "pattern": {"Regex": "."}, "behavior": "Isolated", "invert": False}, spec["pre_tokenizer"]]}
+    (tmp_path / "tokenizer.json").write_text(json.dumps(spec))
+    with pytest.raises(RuntimeError, match="differently"):
+        check_saved_tokenizer(tmp_path, tokenizer, rows)

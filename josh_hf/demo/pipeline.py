@@ -82,7 +82,8 @@ def build_stage(source: str | None, folder: Path, seed: int = 0, synthetic_trial
                                      synthetic_trials=synthetic_trials, goal_variants=goal_variants)
         add_demonstrations_config(folder, demos)
         marker.write_text(json.dumps(settings) + "\n", encoding="utf-8")
-    elif marker.exists() and json.loads(marker.read_text(encoding="utf-8")) != settings:
+    elif marker.exists() and {"goal_variants": 0, **json.loads(marker.read_text(encoding="utf-8"))} != settings:
+        # (folders built before goal variants existed have none)
         # Resuming must not silently train on demonstrations built with other settings.
         raise ValueError(f"{folder} holds demonstrations built with {marker.read_text(encoding='utf-8').strip()}, "
                          f"not {json.dumps(settings)}: use another output folder or overwrite")

@@ -7,7 +7,11 @@ Recipe (:func:`train_scratch_agent`):
 2. train a byte-level BPE tokenizer on those conversations as the chat template renders them
    (:func:`josh_hf.testing.tiny.build_tiny_tokenizer`: ChatML control tokens, atomic
    ``<tool_call>`` markup, Hermes response template for parsing tool calls back);
-3. build a small Qwen2-architecture causal LM from a config (random init, seeded);
+3. build a small Llama-architecture causal LM from a config (random init, seeded); Llama rather
+   than Qwen2 because ``AutoTokenizer`` rebuilds any ``qwen2`` model's tokenizer as
+   ``Qwen2Tokenizer`` with Qwen2's own pre-tokenizer (transformers 5), which would tokenize the
+   saved agent's inputs differently from how it was trained; for ``llama`` it loads the
+   trained ``tokenizer.json`` as is, and :func:`train_scratch_agent` checks that on every save;
 4. train it with TRL's ``SFTTrainer`` and ``assistant_only_loss=True``;
 5. save model + tokenizer (loadable with ``AutoModelForCausalLM`` / ``TransformersBackend``) and
    return the folder.
@@ -82,7 +86,7 @@ class ScratchConfig:
     vocab_size: int = 4096
     isolate_spaces: bool = True
     """Spaces as tokens of their own, so a value the user wrote is the same token in a tool call."""
-    # model (Qwen2 architecture)
+    # model (Llama architecture)
     hidden_size: int = 256
     num_layers: int = 4
     num_heads: int = 4
@@ -173,12 +177,12 @@ def train_tokenizer(rows: Dataset, vocab_size: int, isolate_spaces: bool = True)
 
 
 def build_model(tokenizer: Any, config: ScratchConfig):
-    """A randomly initialised Qwen2 causal LM sized by ``config`` (seeded)."""
+    """A randomly initialised Llama causal LM sized by ``config`` (seeded)."""
     import torch
-    from transformers import AutoModelForCausalLM, GenerationConfig, Qwen2Config
+    from transformers import AutoModelForCausalLM, GenerationConfig, LlamaConfig
 
     eos = [tokenizer.convert_tokens_to_ids(t) for t in ("<|im_end|>", "<|endoftext|>")]
-    model_config = Qwen2Config(
+    model_config = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=config.hidden_size,
         intermediate_size=config.intermediate_size,
@@ -195,6 +199,27 @@ def build_model(tokenizer: Any, config: ScratchConfig):
     model = AutoModelForCausalLM.from_config(model_config, dtype=torch.float32)
     model.generation_config = GenerationConfig(eos_token_id=eos, pad_token_id=tokenizer.pad_token_id, do_sample=False)
     return model
+
+
+def check_saved_tokenizer(folder: str | os.PathLike[str], tokenizer: Any, rows: Dataset, samples: int = 8) -> None:
+    """Raise if ``AutoTokenizer.from_pretrained(folder)`` tokenizes the first ``samples``
+    conversations differently from ``tokenizer`` (the one the model was trained with).
+
+    Every consumer (evaluation, JOSH rounds, users of a pushed agent) loads the agent with
+    ``AutoTokenizer``, and transformers may rebuild a tokenizer from the model type instead of
+    reading ``tokenizer.json``: a mismatch would silently feed the model token sequences it never
+    saw in training.
+    """
+    from transformers import AutoTokenizer
+
+    loaded = AutoTokenizer.from_pretrained(folder)
+    for messages, tools in zip(rows["messages"][:samples], rows["tools"][:samples]):
+        text = tokenizer.apply_chat_template(messages, tools=tools, tokenize=False)
+        if loaded(text, add_special_tokens=False)["input_ids"] != tokenizer(text, add_special_tokens=False)["input_ids"]:
+            raise RuntimeError(
+                f"AutoTokenizer.from_pretrained({str(folder)!r}) loads a {type(loaded).__name__} that tokenizes the "
+                f"training conversations differently from the trained {type(tokenizer).__name__}"
+            )
 
 
 def train_scratch_agent(
@@ -258,6 +283,7 @@ def train_scratch_agent(
     train_seconds = time.perf_counter() - train_started
     trainer.model.save_pretrained(out)
     tokenizer.save_pretrained(out)
+    check_saved_tokenizer(out, tokenizer, rows)
     info = {
         "config": asdict(config),
         "conversations": len(rows),
@@ -278,6 +304,7 @@ __all__ = [
     "SCRATCH_CHAT_TEMPLATE",
     "ScratchConfig",
     "build_model",
+    "check_saved_tokenizer",
     "compact_template",
     "get_config",
     "select_training_rows",
