@@ -28,12 +28,11 @@ from ..toolwoz.database import first_index
 from ..toolwoz.matching import normalise
 from ..toolwoz.tasks import GoalCall, Task
 from ..toolwoz.tools import uid_key
+from ..users.slots import DAYS, DONTCARE
 
 if TYPE_CHECKING:
     from ..toolwoz import ToolWOZ
 
-DONTCARE = "dontcare"
-DAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 _TIME = re.compile(r"^(\d{1,2}):(\d{2})$")
 
 
