@@ -208,6 +208,38 @@ def test_build_script_writes_the_config(tw: ToolWOZ, tmp_path: Path, capsys: pyt
 # -- the scratch agent --------------------------------------------------------------------------
 
 
+def test_tool_values_become_whole_tokens_that_survive_a_reload(tmp_path: Path) -> None:
+    from transformers import AutoTokenizer
+
+    from josh_hf.demo.scratch import tool_values, train_tokenizer
+
+    tools = [{"type": "function", "function": {"name": "search_restaurant", "parameters": {"type": "object",
+              "properties": {"food": {"type": "string"}, "name": {"type": "string"}}}}}]
+    messages = [
+        {"role": "user", "content": "Some cheap international food, please."},
+        {"role": "assistant", "content": "", "tool_calls": [{"type": "function", "function": {
+            "name": "search_restaurant", "arguments": json.dumps({"food": "international"})}}]},
+        # "name" is a parameter, so it counts; "address" and "phone" are not.
+        {"role": "tool", "content": json.dumps([{"name": "the missing sock", "address": "finders corner",
+                                                  "phone": "01223812660", "food": "international"}])},
+        {"role": "tool", "content": "ERROR: not JSON"},
+        {"role": "assistant", "content": "I found the missing sock."},
+    ]
+    rows = datasets.Dataset.from_dict({"messages": [messages] * 3, "tools": [tools] * 3})
+    assert tool_values(rows) == ["international", "the missing sock"]
+
+    tokenizer = train_tokenizer(rows, 400, value_tokens=True)
+    plain = train_tokenizer(rows, 400)
+    text = 'I found the missing sock. {"name": "the missing sock"}'
+    assert tokenizer.tokenize(text).count("the missing sock") == 2
+    assert "the missing sock" not in plain.tokenize(text)
+    # Whole words only: a value inside a longer word is left to BPE.
+    assert "international" not in tokenizer.tokenize("internationally")
+    assert tokenizer.decode(tokenizer(text)["input_ids"]) == text
+    tokenizer.save_pretrained(tmp_path)
+    assert AutoTokenizer.from_pretrained(tmp_path)(text)["input_ids"] == tokenizer(text)["input_ids"]
+
+
 @pytest.mark.slow
 def test_tiny_scratch_training_gives_a_loadable_agent(small_demos: datasets.Dataset, tmp_path: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer

@@ -86,6 +86,9 @@ class ScratchConfig:
     vocab_size: int = 4096
     isolate_spaces: bool = True
     """Spaces as tokens of their own, so a value the user wrote is the same token in a tool call."""
+    value_tokens: bool = False
+    """Every value that fills a tool parameter in the training conversations (in a call's arguments
+    or a tool result's fields of that name) becomes one whole-word token (:func:`tool_values`)."""
     # model (Llama architecture)
     hidden_size: int = 256
     num_layers: int = 4
@@ -163,15 +166,53 @@ def select_training_rows(demos: Dataset, config: ScratchConfig) -> Dataset:
     return demos.select(picked).select_columns(["messages", "tools", "task_id"])
 
 
-def train_tokenizer(rows: Dataset, vocab_size: int, isolate_spaces: bool = True):
-    """A byte-level BPE tokenizer trained on ``rows`` rendered with :data:`SCRATCH_CHAT_TEMPLATE`."""
+def tool_values(rows: Dataset) -> list[str]:
+    """The string values that fill tool parameters in ``rows`` (columns ``messages``, ``tools``):
+    the arguments of every tool call, and the fields of tool results whose key is a parameter name
+    (a search result's ``name``, ``food``, ``leaveAt``, ...). Sorted, distinct."""
+    params = {p for tools in rows["tools"] for tool in tools
+              for p in ((tool.get("function") or tool).get("parameters") or {}).get("properties") or {}}
+    values: set[str] = set()
+
+    def collect(obj: Any, key: str | None = None) -> None:
+        if isinstance(obj, dict):
+            for k, v in obj.items():
+                collect(v, k)
+        elif isinstance(obj, list):
+            for v in obj:
+                collect(v, key)
+        elif isinstance(obj, str) and key in params:
+            values.add(obj)
+
+    for messages in rows["messages"]:
+        for message in messages:
+            for call in message.get("tool_calls") or []:
+                arguments = call["function"]["arguments"]
+                if isinstance(arguments, str):
+                    try:
+                        arguments = json.loads(arguments)
+                    except json.JSONDecodeError:
+                        continue
+                collect(arguments)
+            if message["role"] == "tool" and message.get("content"):
+                try:
+                    collect(json.loads(message["content"]))
+                except json.JSONDecodeError:
+                    pass  # a plain-text result (an error message) holds no values
+    return sorted(v for v in values if v.strip())
+
+
+def train_tokenizer(rows: Dataset, vocab_size: int, isolate_spaces: bool = True, value_tokens: bool = False):
+    """A byte-level BPE tokenizer trained on ``rows`` rendered with :data:`SCRATCH_CHAT_TEMPLATE`
+    (plus the :func:`tool_values` of ``rows`` as whole tokens when ``value_tokens``)."""
     from ..testing.tiny import build_tiny_tokenizer
 
     # Rendering with a throwaway tokenizer: the template's output does not depend on the vocabulary.
     renderer = build_tiny_tokenizer([], vocab_size=300)
     renderer.chat_template = SCRATCH_CHAT_TEMPLATE
     corpus = [renderer.apply_chat_template(m, tools=t, tokenize=False) for m, t in zip(rows["messages"], rows["tools"])]
-    tokenizer = build_tiny_tokenizer(corpus, vocab_size=vocab_size, isolate_spaces=isolate_spaces)
+    values = tool_values(rows) if value_tokens else ()
+    tokenizer = build_tiny_tokenizer(corpus, vocab_size=vocab_size, isolate_spaces=isolate_spaces, value_tokens=values)
     tokenizer.chat_template = SCRATCH_CHAT_TEMPLATE
     return tokenizer
 
@@ -246,7 +287,7 @@ def train_scratch_agent(
     selected = select_training_rows(demos, config)
     task_ids = sorted(set(selected["task_id"]))
     rows = selected.select_columns(["messages", "tools"])
-    tokenizer = train_tokenizer(rows, config.vocab_size, config.isolate_spaces)
+    tokenizer = train_tokenizer(rows, config.vocab_size, config.isolate_spaces, config.value_tokens)
     model = build_model(tokenizer, config)
     use_cpu = not torch.cuda.is_available()
     settings: dict[str, Any] = dict(
@@ -309,5 +350,6 @@ __all__ = [
     "get_config",
     "select_training_rows",
     "train_scratch_agent",
+    "tool_values",
     "train_tokenizer",
 ]

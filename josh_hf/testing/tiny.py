@@ -195,7 +195,13 @@ def default_corpus() -> list[str]:
     return lines * 4
 
 
-def build_tiny_tokenizer(corpus: Iterable[str] | None = None, *, vocab_size: int = 1024, isolate_spaces: bool = False):
+def build_tiny_tokenizer(
+    corpus: Iterable[str] | None = None,
+    *,
+    vocab_size: int = 1024,
+    isolate_spaces: bool = False,
+    value_tokens: Iterable[str] = (),
+):
     """Train a byte-level BPE tokenizer on ``corpus`` (plus the built-in one) and wrap it as a
     ``PreTrainedTokenizerFast`` with ChatML special tokens, the chat template and a response template.
 
@@ -204,6 +210,10 @@ def build_tiny_tokenizer(corpus: Iterable[str] | None = None, *, vocab_size: int
     has ``Ġthai`` for one and ``thai`` for the other). Prompts get longer, but copying a value
     from the conversation into a tool call becomes an identity copy, which a small model trained
     from scratch learns far sooner.
+
+    ``value_tokens`` are strings (e.g. database values: ``the missing sock``, ``19:45``) added as
+    whole-word tokens of their own: copying such a value is then a one-token copy, which a small
+    model learns without first having to learn to copy multi-token spans in order.
     """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
@@ -233,6 +243,12 @@ def build_tiny_tokenizer(corpus: Iterable[str] | None = None, *, vocab_size: int
     # The markup tokens are already atomic vocabulary entries; registering them as (non-special)
     # added tokens keeps BPE from splitting them while leaving them visible in decoded text.
     fast.add_tokens(list(MARKUP_TOKENS), special_tokens=False)
+    values = sorted({v for v in value_tokens if v.strip()} - set(fast.get_vocab()))
+    if values:
+        from tokenizers import AddedToken
+
+        # single_word: "east" stays a token in "the east" but is not cut out of "eastern".
+        fast.add_tokens([AddedToken(v, single_word=True, normalized=False) for v in values])
     fast.chat_template = CHAT_TEMPLATE
     fast.response_template = json.loads(json.dumps(HERMES_RESPONSE_TEMPLATE))
     return fast
