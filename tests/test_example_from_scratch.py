@@ -19,7 +19,7 @@ def test_experiment_script_runs_at_tiny_scale(tmp_path: Path, capsys) -> None:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     out = tmp_path / "exp"
-    rc = module.main(["--output", str(out), "--preset", "tiny", "--train-steps", "2", "--test-tasks", "3", "--synthetic-trials", "1",
+    rc = module.main(["--output", str(out), "--preset", "tiny", "--train-steps", "2", "--test-tasks", "3", "--synthetic-trials", "1", "--goal-variants", "0",
                       "--eval-trials", "2", "--dev-tasks", "2", "--josh-tasks", "2", "--beam-size", "2",
                       "--max-steps", "2", "--max-new-tokens", "8", "--epochs", "1", "--bootstrap-samples", "100"])
     assert rc == 0

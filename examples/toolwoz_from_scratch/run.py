@@ -42,12 +42,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--output", default="outputs/from_scratch")
     p.add_argument("--preset", default="cpu", help="scratch agent preset (tiny | demo | cpu | gpu)")
     p.add_argument("--train-steps", type=int, default=None, help="optimizer steps of the base agent (default: the preset's)")
-    p.add_argument("--synthetic-trials", type=int, default=1, help="synthetic demonstrations per training task (one seed each)")
-    p.add_argument("--goal-variants", type=int, default=0,
+    p.add_argument("--synthetic-trials", type=int, default=2, help="synthetic demonstrations per training task (one seed each)")
+    p.add_argument("--goal-variants", type=int, default=4,
                    help="also N demonstrations per training task on its goal with values redrawn from the database")
     p.add_argument("--base-model", default=None, help="start from this model instead of training one (any Hub id or path)")
-    p.add_argument("--hold-out-dev", action="store_true",
-                   help="keep the dev tasks' demonstrations out of the base agent's training (the committed results predate it)")
+    p.add_argument("--hold-out-dev", action=argparse.BooleanOptionalAction, default=True,
+                   help="keep the dev tasks' demonstrations out of the base agent's training")
     p.add_argument("--test-tasks", type=int, default=450, help="first N test tasks (450 = the whole test split)")
     p.add_argument("--eval-trials", type=int, default=3)
     p.add_argument("--eval-temperature", type=float, default=0.7)
