@@ -223,6 +223,8 @@ def test_tool_values_become_whole_tokens_that_survive_a_reload(tmp_path: Path) -
         {"role": "tool", "content": json.dumps([{"name": "the missing sock", "address": "finders corner",
                                                   "phone": "01223812660", "food": "international"}])},
         {"role": "tool", "content": "ERROR: not JSON"},
+        {"role": "assistant", "content": "", "tool_calls": [{"type": "function", "function": {
+            "name": "search_restaurant", "arguments": '{"food": "broken'}}]},  # malformed: skipped
         {"role": "assistant", "content": "I found the missing sock."},
     ]
     rows = datasets.Dataset.from_dict({"messages": [messages] * 3, "tools": [tools] * 3})

@@ -177,6 +177,8 @@ def tool_values(rows: Dataset) -> list[str]:
     """The string values that fill tool parameters in ``rows`` (columns ``messages``, ``tools``):
     the arguments of every tool call, and the fields of tool results whose key is a parameter name
     (a search result's ``name``, ``food``, ``leaveAt``, ...). Sorted, distinct."""
+    from ..backends.openai_backend import parse_arguments
+
     params = {p for tools in rows["tools"] for tool in tools
               for p in ((tool.get("function") or tool).get("parameters") or {}).get("properties") or {}}
     values: set[str] = set()
@@ -194,13 +196,8 @@ def tool_values(rows: Dataset) -> list[str]:
     for messages in rows["messages"]:
         for message in messages:
             for call in message.get("tool_calls") or []:
-                arguments = call["function"]["arguments"]
-                if isinstance(arguments, str):
-                    try:
-                        arguments = json.loads(arguments)
-                    except json.JSONDecodeError:
-                        continue
-                collect(arguments)
+                # Unparseable arguments come back as the raw string, which holds no keyed values.
+                collect(parse_arguments(call["function"]["arguments"]))
             if message["role"] == "tool" and message.get("content"):
                 try:
                     collect(json.loads(message["content"]))
