@@ -242,6 +242,43 @@ def test_tool_values_become_whole_tokens_that_survive_a_reload(tmp_path: Path) -
     assert AutoTokenizer.from_pretrained(tmp_path)(text)["input_ids"] == tokenizer(text)["input_ids"]
 
 
+def test_scratch_model_weights_start_at_the_configured_scale() -> None:
+    from josh_hf.demo.scratch import build_model, get_config
+    from josh_hf.testing.tiny import build_tiny_tokenizer
+
+    tokenizer = build_tiny_tokenizer(["a tiny corpus for a tiny tokenizer"], vocab_size=300)
+    for std in (0.02, 0.1):
+        config = get_config("tiny", hidden_size=256, initializer_range=std)
+        model = build_model(tokenizer, config)
+        assert model.config.initializer_range == std
+        # Tens of thousands of draws: the sample std lies within 3% of the configured one.
+        for weight in (model.get_input_embeddings().weight, model.model.layers[0].self_attn.q_proj.weight):
+            assert abs(weight.detach().std().item() - std) < 0.03 * std
+
+
+def test_bare_template_renders_the_conversation_without_the_system_turn(small_demos: datasets.Dataset) -> None:
+    from josh_hf.demo.scratch import BARE_SCRATCH_CHAT_TEMPLATE, SCRATCH_CHAT_TEMPLATE, bare_template, train_tokenizer
+
+    rows = small_demos.select(range(4)).select_columns(["messages", "tools"])
+    bare = train_tokenizer(rows, 600, chat_template=BARE_SCRATCH_CHAT_TEMPLATE)
+    full = train_tokenizer(rows, 600)
+    messages, tools = rows[0]["messages"], rows[0]["tools"]
+    assert messages[0]["role"] == "system"
+    with_system = full.apply_chat_template(messages, tools=tools, tokenize=False)
+    without = bare.apply_chat_template(messages, tools=tools, tokenize=False)
+    # Exactly the system turn is gone: the rest is the same text.
+    system_turn = with_system[: with_system.index("<|im_start|>user")]
+    assert messages[0]["content"] in system_turn and "search_hotel(" in system_turn
+    assert without == with_system[len(system_turn):] and without.startswith("<|im_start|>user\n" + messages[1]["content"])
+    prompt = bare.apply_chat_template(messages[:2], tools=tools, tokenize=False, add_generation_prompt=True)
+    assert prompt == f"<|im_start|>user\n{messages[1]['content']}<|im_end|>\n<|im_start|>assistant\n"
+    enc = bare.apply_chat_template(messages, tools=tools, return_dict=True, return_assistant_tokens_mask=True)
+    assert 0 < sum(enc["assistant_masks"]) < len(enc["input_ids"])
+    assert bare.chat_template == BARE_SCRATCH_CHAT_TEMPLATE and full.chat_template == SCRATCH_CHAT_TEMPLATE
+    with pytest.raises(ValueError, match="no system-turn block"):
+        bare_template("{%- for message in messages %}{{ message.content }}{%- endfor %}")
+
+
 @pytest.mark.slow
 def test_tiny_scratch_training_gives_a_loadable_agent(small_demos: datasets.Dataset, tmp_path: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer

@@ -66,8 +66,20 @@ def compact_template(template: str = CHAT_TEMPLATE) -> str:
     return template.replace(TOOLS_BLOCK, _COMPACT_TOOLS_BLOCK)
 
 
+def bare_template(template: str) -> str:
+    """``template`` without its system turn: neither the system prompt nor the tool list is
+    rendered, the conversation starts at the first user turn."""
+    start, end = template.find("{%- if tools %}"), template.find("{%- for message in messages %}")
+    if not 0 <= start < end:
+        raise ValueError("the template has no system-turn block before its message loop")
+    return template[:start] + template[end:]
+
+
 SCRATCH_CHAT_TEMPLATE: str = add_generation_markers(compact_template())
 """The scratch agent's chat template: compact tool list, ``{% generation %}`` markers."""
+
+BARE_SCRATCH_CHAT_TEMPLATE: str = bare_template(SCRATCH_CHAT_TEMPLATE)
+""":data:`SCRATCH_CHAT_TEMPLATE` without the system turn (``ScratchConfig.system_turn=False``)."""
 
 
 @dataclass(frozen=True)
@@ -83,7 +95,12 @@ class ScratchConfig:
     """How many goal-variant conversations to train on (None: all the data has)."""
     min_reward: float = 1.0
     """Only conversations whose calls score at least this (1.0: those that reach the goal)."""
-    # tokenizer
+    # prompt and tokenizer
+    system_turn: bool = True
+    """Render the system prompt and the compact tool list (:data:`SCRATCH_CHAT_TEMPLATE`). A model
+    trained from scratch on one benchmark sees the same ~300 tokens before every conversation and
+    learns nothing from them; without them (:data:`BARE_SCRATCH_CHAT_TEMPLATE`) sequences are
+    shorter and the model learns sooner to copy values out of the customer's turns."""
     vocab_size: int = 4096
     isolate_spaces: bool = True
     """Spaces as tokens of their own, so a value the user wrote is the same token in a tool call."""
@@ -96,6 +113,10 @@ class ScratchConfig:
     num_heads: int = 4
     num_kv_heads: int = 2
     intermediate_size: int = 768
+    initializer_range: float = 0.02
+    """Standard deviation of the initial weights (``LlamaConfig.initializer_range``). The
+    transformers default, 0.02, is sized for wide models; a 128-wide one learns to copy values
+    much sooner from 0.1 (about ``hidden_size ** -0.5``)."""
     # training
     max_length: int = 2048
     epochs: float = 1.0
@@ -206,18 +227,19 @@ def tool_values(rows: Dataset) -> list[str]:
     return sorted(v for v in values if v.strip())
 
 
-def train_tokenizer(rows: Dataset, vocab_size: int, isolate_spaces: bool = True, value_tokens: bool = False):
-    """A byte-level BPE tokenizer trained on ``rows`` rendered with :data:`SCRATCH_CHAT_TEMPLATE`
-    (plus the :func:`tool_values` of ``rows`` as whole tokens when ``value_tokens``)."""
+def train_tokenizer(rows: Dataset, vocab_size: int, isolate_spaces: bool = True, value_tokens: bool = False,
+                    chat_template: str = SCRATCH_CHAT_TEMPLATE):
+    """A byte-level BPE tokenizer trained on ``rows`` rendered with ``chat_template`` (which it
+    keeps), plus the :func:`tool_values` of ``rows`` as whole tokens when ``value_tokens``."""
     from ..testing.tiny import build_tiny_tokenizer
 
     # Rendering with a throwaway tokenizer: the template's output does not depend on the vocabulary.
     renderer = build_tiny_tokenizer([], vocab_size=300)
-    renderer.chat_template = SCRATCH_CHAT_TEMPLATE
+    renderer.chat_template = chat_template
     corpus = [renderer.apply_chat_template(m, tools=t, tokenize=False) for m, t in zip(rows["messages"], rows["tools"])]
     values = tool_values(rows) if value_tokens else ()
     tokenizer = build_tiny_tokenizer(corpus, vocab_size=vocab_size, isolate_spaces=isolate_spaces, value_tokens=values)
-    tokenizer.chat_template = SCRATCH_CHAT_TEMPLATE
+    tokenizer.chat_template = chat_template
     return tokenizer
 
 
@@ -235,6 +257,7 @@ def build_model(tokenizer: Any, config: ScratchConfig):
         num_attention_heads=config.num_heads,
         num_key_value_heads=config.num_kv_heads,
         max_position_embeddings=max(4096, config.max_length),
+        initializer_range=config.initializer_range,
         tie_word_embeddings=True,
         bos_token_id=None,
         eos_token_id=eos[0],
@@ -291,7 +314,8 @@ def train_scratch_agent(
     selected = select_training_rows(demos, config)
     task_ids = sorted(set(selected["task_id"]))
     rows = selected.select_columns(["messages", "tools"])
-    tokenizer = train_tokenizer(rows, config.vocab_size, config.isolate_spaces, config.value_tokens)
+    template = SCRATCH_CHAT_TEMPLATE if config.system_turn else BARE_SCRATCH_CHAT_TEMPLATE
+    tokenizer = train_tokenizer(rows, config.vocab_size, config.isolate_spaces, config.value_tokens, template)
     model = build_model(tokenizer, config)
     use_cpu = not torch.cuda.is_available()
     settings: dict[str, Any] = dict(
@@ -345,11 +369,13 @@ def train_scratch_agent(
 
 
 __all__ = [
+    "BARE_SCRATCH_CHAT_TEMPLATE",
     "PRESETS",
     "SCRATCH_CHAT_TEMPLATE",
     "ScratchConfig",
     "build_model",
     "check_saved_tokenizer",
+    "bare_template",
     "compact_template",
     "get_config",
     "select_training_rows",
