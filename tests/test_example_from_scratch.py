@@ -37,3 +37,19 @@ def test_experiment_script_runs_at_tiny_scale(tmp_path: Path, capsys) -> None:
     assert (out / "success.png").read_bytes()[:4] == b"\x89PNG"
     captured = capsys.readouterr()
     assert "| base |" in captured.out and "is not trained" in captured.err and "no round 2" in captured.err
+
+
+def test_copy_diagnostic_runs_and_a_two_step_model_copies_nothing(capsys) -> None:
+    path = SCRIPT.with_name("copy_diagnostic.py")
+    spec = importlib.util.spec_from_file_location("copy_diagnostic", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    import random
+
+    prompt, call = module.example(random.Random(3))
+    arguments = json.loads(call.split("\n")[0])["arguments"]
+    assert all(f" {v}" in prompt for v in arguments.values()) and set(arguments) == {"time", "day", "people", "name"}
+    module.main(["--steps", "2", "--eval-every", "1", "--prefix-tokens", "20", "--layers", "1", "--hidden-size", "32"])
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("step")]
+    assert [line.split()[1] for line in lines] == ["1", "2"]
+    assert all("exact calls 0/60" in line for line in lines)
