@@ -64,7 +64,10 @@ def main(argv: list[str] | None = None) -> None:
     corpus = ["".join(example(corpus_rng)) for _ in range(2000)] + [NATIVE_SYSTEM_PROMPT]
     tok = build_tiny_tokenizer(corpus, vocab_size=1024, isolate_spaces=True,
                                value_tokens=DAYS + NAMES + TIMES + tuple("12345678"))
-    ids = lambda text: tok(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+
+    def ids(text: str) -> list[int]:
+        return tok(text, add_special_tokens=False)["input_ids"]
+
     prefix = ids("<|im_start|>system\n" + " ".join([NATIVE_SYSTEM_PROMPT] * 8))[: args.prefix_tokens]
     test = [tuple(map(ids, example(random.Random(10_000 + i)))) for i in range(60)]
 
